@@ -1,0 +1,1 @@
+"""Probe kinds. Each kind is one module; ``KINDS`` is the only list of them."""
