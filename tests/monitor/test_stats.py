@@ -1,0 +1,113 @@
+"""Window statistics against hand-computed values."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from monitor.stats import SiteWindow, jitter, mos_from_r, percentile, r_factor, summarize
+
+
+def test_mos_worked_example_from_the_design() -> None:
+    # RTT 40 ms, jitter 5 ms, loss 0.5 % → R 90.45, MOS 4.35
+    r = r_factor(0.040, 0.005, 0.005)
+    assert r == pytest.approx(90.45)
+    assert mos_from_r(r) == pytest.approx(4.3499, abs=1e-4)
+
+
+def test_r_factor_switches_formula_at_160_ms_effective_latency() -> None:
+    # EL = 200 + 2*0 + 10 = 210 ≥ 160 → 93.2 − (210 − 120)/10 = 84.2
+    assert r_factor(0.200, 0.0, 0.0) == pytest.approx(84.2)
+    # EL = 149 + 0 + 10 = 159 < 160 → 93.2 − 159/40
+    assert r_factor(0.149, 0.0, 0.0) == pytest.approx(93.2 - 159 / 40)
+
+
+def test_r_factor_floors_at_zero_and_mos_is_one() -> None:
+    assert r_factor(0.010, 0.0, 1.0) == 0.0
+    assert mos_from_r(0.0) == 1.0
+
+
+def test_jitter_is_mean_absolute_successive_difference() -> None:
+    assert jitter([0.010, 0.014, 0.011, 0.011]) == pytest.approx((0.004 + 0.003 + 0.0) / 3)
+    assert jitter([0.010]) is None
+    assert jitter([]) is None
+
+
+def test_jitter_of_uniform_noise_approaches_two_thirds_of_amplitude() -> None:
+    rng = random.Random(7)
+    amplitude = 0.010
+    rtts = [0.030 + rng.uniform(-amplitude, amplitude) for _ in range(20000)]
+    assert jitter(rtts) == pytest.approx(2 * amplitude / 3, rel=0.02)
+
+
+def test_percentile_interpolates_linearly() -> None:
+    values = [1.0, 2.0, 3.0, 4.0]
+    assert percentile(values, 0.5) == 2.5
+    assert percentile(values, 0.95) == pytest.approx(3.85)
+    assert percentile(values, 0.0) == 1.0
+    assert percentile(values, 1.0) == 4.0
+    assert percentile([5.0], 0.95) == 5.0
+    with pytest.raises(ValueError):
+        percentile([], 0.5)
+
+
+def test_summarize_hand_computed_window() -> None:
+    samples = [(0.0, 0.010), (1.0, 0.020), (2.0, None), (3.0, 0.030), (4.0, 0.020)]
+    s = summarize(samples)
+    assert (s.sent, s.received) == (5, 4)
+    assert s.loss_ratio == pytest.approx(0.2)
+    assert s.rtt_min == 0.010
+    assert s.rtt_max == 0.030
+    assert s.rtt_avg == pytest.approx(0.020)
+    assert s.rtt_median == pytest.approx(0.020)
+    assert s.rtt_p95 == pytest.approx(0.0285)  # sorted 10,20,20,30: pos 2.85 → 20 + .85*10
+    assert s.rtt_stddev == pytest.approx((0.0002 / 4) ** 0.5)  # population σ
+    # consecutive replies in send order: |20−10|, |30−20|, |20−30| → 10 ms mean
+    assert s.jitter == pytest.approx(0.010)
+    # EL = 20 + 20 + 10 = 50 → R = 93.2 − 1.25 − 2.5·20 = 41.95
+    assert s.r_factor == pytest.approx(41.95)
+    assert s.mos == pytest.approx(1 + 0.035 * 41.95 + 7e-6 * 41.95 * (41.95 - 60) * 58.05)
+
+
+def test_summarize_all_lost_and_empty() -> None:
+    lost = summarize([(0.0, None), (1.0, None)])
+    assert (lost.sent, lost.received, lost.loss_ratio) == (2, 0, 1.0)
+    assert lost.rtt_avg is None and lost.jitter is None
+    assert lost.mos == 1.0
+    empty = summarize([])
+    assert empty.sent == 0 and empty.loss_ratio is None and empty.mos is None
+
+
+def test_window_drops_old_samples_and_orders_by_send_time() -> None:
+    window = SiteWindow(10.0, max_samples=100)
+    window.add(100.0, 0.001)
+    window.add(105.0, 0.002)
+    window.add(103.0, None)  # a timeout resolves after a later reply
+    assert window.samples(now=108.0) == [(100.0, 0.001), (103.0, None), (105.0, 0.002)]
+    assert window.samples(now=112.0) == [(103.0, None), (105.0, 0.002)]
+    assert window.stats(now=200.0).sent == 0
+
+
+def test_window_is_bounded() -> None:
+    window = SiteWindow(1e9, max_samples=5)
+    for i in range(20):
+        window.add(float(i), 0.001)
+    assert [t for t, _ in window.samples(now=20.0)] == [15.0, 16.0, 17.0, 18.0, 19.0]
+
+
+@given(st.lists(st.tuples(st.floats(0, 1000), st.one_of(st.none(), st.floats(0, 5))),
+                max_size=200))
+def test_summarize_invariants(samples: list[tuple[float, float | None]]) -> None:
+    s = summarize(sorted(samples, key=lambda sample: sample[0]))
+    assert s.sent == len(samples)
+    assert 0 <= s.received <= s.sent
+    if s.sent:
+        assert s.loss_ratio is not None and 0.0 <= s.loss_ratio <= 1.0
+        assert s.mos is not None and 1.0 <= s.mos <= 4.5
+    if s.received:
+        assert s.rtt_min is not None and s.rtt_max is not None
+        assert s.rtt_median is not None and s.rtt_p95 is not None
+        assert s.rtt_min <= s.rtt_median <= s.rtt_p95 <= s.rtt_max
