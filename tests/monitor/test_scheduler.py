@@ -1,0 +1,154 @@
+"""The scheduler on a real event loop, with a recording send function."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from monitor.scheduler import Scheduler, Target, phase_fraction
+from probes import Outcome, ProbeResult
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sends: dict[str, list[float]] = defaultdict(list)
+        self.addresses: dict[str, str] = {}
+        self.results: list[ProbeResult] = []
+
+    def send(self, site_id: str, ip: str, timeout: float) -> None:
+        self.sends[site_id].append(asyncio.get_running_loop().time())
+        self.addresses[site_id] = ip
+
+    def on_result(self, result: ProbeResult) -> None:
+        self.results.append(result)
+
+
+def target(rec: Recorder, site_id: str, **kw: Any) -> Target:
+    kw.setdefault("address", "127.0.0.1")
+    kw.setdefault("interval", 0.05)
+    kw.setdefault("timeout", 0.05)
+    return Target(site_id=site_id, send=rec.send, **kw)
+
+
+async def run_for(scheduler: Scheduler, seconds: float) -> None:
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_absolute_schedule_does_not_drift() -> None:
+    rec = Recorder()
+    scheduler = Scheduler(rec.on_result)
+    scheduler.set_targets([target(rec, f"s{i}") for i in range(5)])
+    await run_for(scheduler, 1.02)
+    for site_id, times in rec.sends.items():
+        assert 19 <= len(times) <= 21, site_id
+        # Every send lands on phase + k·interval; errors do not accumulate.
+        first = times[0]
+        for k, t in enumerate(times):
+            assert abs(t - (first + k * 0.05)) < 0.012, (site_id, k, t - first)
+
+
+async def test_starts_are_spread_over_the_interval() -> None:
+    rec = Recorder()
+    scheduler = Scheduler(rec.on_result)
+    start = asyncio.get_running_loop().time()
+    scheduler.set_targets([target(rec, f"site-{i}", interval=0.5) for i in range(200)])
+    await run_for(scheduler, 0.55)
+    offsets = sorted(times[0] - start for times in rec.sends.values())
+    assert len(offsets) == 200
+    # uniform over [0, 0.5): both halves of the interval get a fair share
+    assert 60 <= sum(o < 0.25 for o in offsets) <= 140
+    assert offsets[-1] - offsets[0] > 0.4
+    assert 0 <= phase_fraction("a") < 1 and phase_fraction("a") == phase_fraction("a")
+
+
+async def test_bursts_go_out_at_their_spacing_each_cycle() -> None:
+    rec = Recorder()
+    scheduler = Scheduler(rec.on_result)
+    scheduler.set_targets([target(rec, "b", interval=0.2, burst=3, burst_spacing=0.02)])
+    await run_for(scheduler, 0.61)
+    times = rec.sends["b"]
+    assert len(times) == 9
+    for cycle in range(3):
+        base = times[cycle * 3]
+        assert base - times[0] == pytest.approx(0.2 * cycle, abs=0.012)
+        for j in (1, 2):
+            assert times[cycle * 3 + j] - base == pytest.approx(0.02 * j, abs=0.008)
+
+
+async def test_first_cycle_done_after_every_target_sent() -> None:
+    rec = Recorder()
+    scheduler = Scheduler(rec.on_result)
+    scheduler.set_targets([target(rec, f"s{i}", interval=0.2) for i in range(20)])
+    assert not scheduler.first_cycle_done.is_set()
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.wait_for(scheduler.first_cycle_done.wait(), 0.5)
+    assert len(rec.sends) == 20
+    task.cancel()
+
+
+async def test_reload_keeps_unchanged_targets_in_phase_and_stops_removed() -> None:
+    rec = Recorder()
+    scheduler = Scheduler(rec.on_result)
+    scheduler.set_targets([target(rec, "keep"), target(rec, "drop")])
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(0.3)
+    scheduler.set_targets([target(rec, "keep"), target(rec, "new", interval=0.1)])
+    dropped_at = len(rec.sends["drop"])
+    await asyncio.sleep(0.3)
+    task.cancel()
+    assert len(rec.sends["drop"]) == dropped_at
+    assert 2 <= len(rec.sends["new"]) <= 4
+    keep = rec.sends["keep"]
+    assert all(abs(t - (keep[0] + k * 0.05)) < 0.012 for k, t in enumerate(keep))
+    assert 11 <= len(keep) <= 13
+
+
+async def test_a_stalled_loop_skips_cycles_instead_of_sending_a_backlog() -> None:
+    rec = Recorder()
+    scheduler = Scheduler(rec.on_result)
+    scheduler.set_targets([target(rec, "s", interval=0.05)])
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(0.12)
+    before = len(rec.sends["s"])
+    time.sleep(0.3)  # block the loop for six intervals
+    await asyncio.sleep(0.01)
+    task.cancel()
+    assert len(rec.sends["s"]) - before <= 1
+    assert scheduler.skipped_cycles >= 5
+
+
+async def test_hostnames_resolve_and_failures_stay_per_site(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def fake_getaddrinfo(host: str, *args: Any, **kw: Any) -> Any:
+        if host == "vc-broken.example":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return await real(host, *args, **kw)
+
+    monkeypatch.setattr(loop, "getaddrinfo", fake_getaddrinfo)
+    rec = Recorder()
+    scheduler = Scheduler(rec.on_result)
+    scheduler.set_targets([target(rec, "named", address="localhost"),
+                           target(rec, "broken", address="vc-broken.example"),
+                           target(rec, "ip", address="127.0.0.2")])
+    await run_for(scheduler, 0.3)
+    assert rec.addresses["named"] in ("127.0.0.1", "::1")
+    assert rec.addresses["ip"] == "127.0.0.2"
+    assert "broken" not in rec.sends
+    errors = [r for r in rec.results if r.target == "broken"]
+    assert len(errors) >= 4
+    assert all(r.outcome is Outcome.SEND_ERROR for r in errors)
+    assert "cannot resolve vc-broken.example: " in errors[-1].detail
+    assert "Name or service not known" in errors[-1].detail
+    assert len(rec.sends["ip"]) >= 5
