@@ -1,0 +1,398 @@
+"""The inventory: which sites exist, how they hang together, and how each one is probed.
+
+Loading reports every problem in a file at once, each with its file, line and field,
+so that an operator fixes an inventory in one pass rather than one error per restart.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import unicodedata
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from monitor._addresses import check_address, check_listen
+from monitor._csvsites import load_csv
+from monitor._duration import parse_duration
+from monitor._links import Found, link_problems
+from monitor._problems import (
+    ConfigError,
+    Document,
+    Loc,
+    Problem,
+    explain,
+    field_path,
+    show,
+    unknown_name,
+)
+from monitor._yamlpos import load_yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Contact",
+    "Contract",
+    "ProbeOverrides",
+    "ProbeSettings",
+    "Problem",
+    "Provision",
+    "Site",
+    "Tier",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
+Tier = Literal["province", "district", "commune", "unit"]
+# vnpt: the telecom-provisioned 3-tier links; contract: sites added under a rental contract
+Provision = Literal["vnpt", "contract"]
+
+# Validated by the Config model itself, but reported from the raw document by the loader,
+# which can do so even when other parts of the file are invalid, and knows the lines.
+_RECHECKED = frozenset({"site_links", "probe_settings"})
+_LOADER_FIELDS = frozenset({"source"})
+
+
+def _num(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
+
+
+def _between(low: float, high: float | None, unit: str) -> AfterValidator:
+    def check(value: float) -> float:
+        if low <= value and (high is None or value <= high):
+            return value
+        allowed = f"at least {_num(low)}" if high is None else f"{_num(low)} to {_num(high)}"
+        raise ValueError(f"{_num(value)} {unit} is out of range; use {allowed} {unit}")
+
+    return AfterValidator(check)
+
+
+def _known_kind(kind: str) -> str:
+    # imported on use: a probe kind may import its settings from here, which must not loop
+    from probes import KINDS
+
+    if kind not in KINDS:
+        raise ValueError(unknown_name("probe kind", kind, list(KINDS)))
+    return kind
+
+
+_DURATION = BeforeValidator(parse_duration)
+Kind = Annotated[str, AfterValidator(_known_kind)]
+Interval = Annotated[float, _DURATION, _between(0.01, 3600, "seconds")]
+Timeout = Annotated[float, _DURATION, _between(0.001, 60, "seconds")]
+Burst = Annotated[int, _between(1, 100, "packets")]
+BurstSpacing = Annotated[float, _DURATION, _between(0, None, "seconds")]
+# 16 bytes carry the engine's cookie and counter; 1472 fills one 1500-byte Ethernet frame
+PayloadSize = Annotated[int, _between(16, 1472, "bytes")]
+# a window holds every sample it covers; a day of 1/s samples per site is the ceiling
+Window = Annotated[float, _DURATION, _between(0.01, 86400, "seconds")]
+DownAfter = Annotated[int, _between(1, None, "packets")]
+ResolveInterval = Annotated[float, _DURATION, _between(1, None, "seconds")]
+
+
+class ProbeSettings(BaseModel):
+    """How one site is probed: ``defaults:``, or the defaults merged with a site's ``probe:``."""
+
+    # validate_default: the rules between fields also hold when some of them are defaulted
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+
+    kind: Kind = "icmp"
+    interval: Interval = 1.0
+    timeout: Timeout = 1.0
+    burst: Burst = 1
+    burst_spacing: BurstSpacing = 0.02
+    payload_size: PayloadSize = 56
+    window: Window = 60.0
+    down_after: DownAfter = 3
+    resolve_interval: ResolveInterval = 300.0
+
+    @field_validator("burst_spacing")
+    @classmethod
+    def _burst_fits_interval(cls, spacing: float, info: ValidationInfo) -> float:
+        burst, interval = info.data.get("burst"), info.data.get("interval")
+        # either one missing means it was invalid, and that is reported already
+        if burst is not None and interval is not None and (burst - 1) * spacing >= interval:
+            raise ValueError(
+                f"a burst of {burst} packets {_num(spacing)} s apart takes "
+                f"{_num((burst - 1) * spacing)} s, not less than the interval of "
+                f"{_num(interval)} s; lower burst or burst_spacing, or raise interval"
+            )
+        return spacing
+
+    @field_validator("window")
+    @classmethod
+    def _window_holds_interval(cls, window: float, info: ValidationInfo) -> float:
+        interval = info.data.get("interval")
+        if interval is not None and window < interval:
+            raise ValueError(
+                f"the window of {_num(window)} s is shorter than the interval of "
+                f"{_num(interval)} s and would hold no probe cycle; raise window or lower interval"
+            )
+        return window
+
+
+class ProbeOverrides(BaseModel):
+    """A site's ``probe:`` section: each field set here replaces the default; None inherits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    kind: Kind | None = None
+    interval: Interval | None = None
+    timeout: Timeout | None = None
+    burst: Burst | None = None
+    burst_spacing: BurstSpacing | None = None
+    payload_size: PayloadSize | None = None
+    window: Window | None = None
+    down_after: DownAfter | None = None
+    resolve_interval: ResolveInterval | None = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _merged(defaults: ProbeSettings, overrides: ProbeOverrides) -> ProbeSettings:
+    return ProbeSettings.model_validate(
+        {**defaults.model_dump(), **overrides.model_dump(exclude_none=True)}
+    )
+
+
+def _merge_problems(defaults: ProbeSettings, overrides: ProbeOverrides, at: Loc) -> list[Found]:
+    try:
+        _merged(defaults, overrides)
+    except ValidationError as exc:
+        return [((*at, *e["loc"]), explain(e, ProbeSettings)) for e in exc.errors()]
+    return []
+
+
+class Contact(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    contractor: str | None = None
+    reference: str | None = None
+
+
+# usable as a Prometheus label value and as one MQTT topic level (no "+", "#" or "/")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def _check_slug(site_id: str) -> str:
+    if _SLUG.fullmatch(site_id):
+        return site_id
+    raise ValueError(
+        f'{show(site_id)} is not a valid site id; use 1 to 63 lowercase ASCII letters, digits, "-" '
+        'and "_", starting with a letter or digit, e.g. bn-tiendu-xa-lac-ve'
+    )
+
+
+def _check_name(name: str) -> str:
+    # NFC: the same name typed on another system (NFD) must give the same metric label
+    name = unicodedata.normalize("NFC", name.strip())
+    if not name:
+        raise ValueError("the name is empty; write the site's name, e.g. UBND xã Lạc Vệ")
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        raise ValueError(f"{show(name)} contains a control character; remove it")
+    return name
+
+
+class Site(BaseModel):
+    """One video-conference endpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: Annotated[str, AfterValidator(_check_slug)]
+    name: Annotated[str, AfterValidator(_check_name)]
+    tier: Tier
+    parent: str | None = None
+    # after loading: the nearest ancestor-or-self of tier district, else the site itself
+    district: str | None = None
+    provision: Provision = "vnpt"
+    contract: Contract | None = None
+    address: Annotated[str, AfterValidator(check_address)]
+    contact: Contact | None = None
+    probe: ProbeOverrides | None = None
+
+    @field_validator("contract")
+    @classmethod
+    def _contract_needs_contract_provision(
+        cls, contract: Contract | None, info: ValidationInfo
+    ) -> Contract | None:
+        if contract is not None and info.data.get("provision") == "vnpt":
+            raise ValueError(
+                "contract details belong to contracted sites only; "
+                "set provision: contract, or remove contract"
+            )
+        return contract
+
+
+def _with_districts(sites: list[Site]) -> list[Site]:
+    by_id = {site.id: site for site in sites}
+
+    def district_of(site: Site) -> str:
+        node: Site | None = site
+        while node is not None:
+            if node.tier == "district":
+                return node.id
+            node = by_id.get(node.parent) if node.parent else None
+        return site.id
+
+    return [
+        site if site.district else site.model_copy(update={"district": district_of(site)})
+        for site in sites
+    ]
+
+
+class Config(BaseModel):
+    """A whole inventory: where to serve metrics, the probe defaults, and the sites."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    listen: Annotated[str, AfterValidator(check_listen)] = "127.0.0.1:9470"
+    defaults: ProbeSettings = Field(default_factory=ProbeSettings)
+    sites: list[Site]
+    source: str = "<embedded>"
+
+    _by_id: dict[str, Site] = PrivateAttr(default_factory=dict)
+    _children: dict[str, list[Site]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("sites")
+    @classmethod
+    def _link_sites(cls, sites: list[Site]) -> list[Site]:
+        if not sites:
+            raise ValueError("no sites are listed; add at least one site under sites:")
+        found = link_problems([dict(site) for site in sites], lambda i: f"sites[{i}]")
+        if found:
+            raise _summary("site_links", found)
+        return _with_districts(sites)
+
+    @model_validator(mode="after")
+    def _index(self) -> Config:
+        found = [
+            problem
+            for i, site in enumerate(self.sites)
+            if site.probe is not None
+            for problem in _merge_problems(self.defaults, site.probe, ("sites", i, "probe"))
+        ]
+        if found:
+            raise _summary("probe_settings", found)
+        self._by_id = {site.id: site for site in self.sites}
+        self._children = {site.id: [] for site in self.sites}
+        for site in self.sites:
+            if site.parent is not None:
+                self._children[site.parent].append(site)
+        return self
+
+    def settings_for(self, site: Site) -> ProbeSettings:
+        """The site's probe settings: the defaults with its ``probe:`` overrides applied."""
+        return self.defaults if site.probe is None else _merged(self.defaults, site.probe)
+
+    def site(self, site_id: str) -> Site:
+        return self._by_id[site_id]
+
+    def children(self, site_id: str) -> list[Site]:
+        """The sites whose parent is ``site_id``, in inventory order; KeyError if it is unknown."""
+        return list(self._children[site_id])
+
+
+def _summary(kind: str, found: list[Found]) -> PydanticCustomError:
+    summary = "; ".join(f"{field_path(loc)}: {message}" for loc, message in found)
+    return PydanticCustomError(kind, "{summary}", {"summary": summary})
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    """The inventory in YAML ``text``; ``source`` names it in error messages."""
+    return _build(load_yaml(text, source))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """The inventory in a .yaml/.yml file, or a .csv site list with default settings."""
+    file = os.fspath(path)
+    suffix = Path(file).suffix.lower()
+    if suffix not in (".yaml", ".yml", ".csv"):
+        message = "the inventory's format is unknown; name the file .yaml, .yml or .csv"
+        raise ConfigError([Problem(file, None, "", message)])
+    try:
+        raw = Path(file).read_bytes()
+    except OSError as exc:
+        why = exc.strerror or exc
+        message = f"cannot read the inventory ({why}); check the path and its permissions"
+        raise ConfigError([Problem(file, None, "", message)]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        message = f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8"
+        raise ConfigError([Problem(file, line, "", message)]) from None
+    return _build(load_csv(text, file) if suffix == ".csv" else load_yaml(text, file))
+
+
+def default_config() -> Config:
+    """The embedded demo inventory (Bắc Ninh, 240 sites on loopback addresses)."""
+    text = resources.files("monitor").joinpath("data/default-inventory.yaml").read_text("utf-8")
+    return parse_config(text, "<embedded>")
+
+
+def _build(document: Document) -> Config:
+    data, problems = document.data, list(document.problems)
+    if not isinstance(data, dict):
+        message = f"the inventory is {show(data)}, not a mapping; start it with sites:"
+        raise ConfigError([*problems, document.problem((), message)])
+    problems += [
+        document.problem((key,), f"{key} is set by vcmon, not by the inventory; remove it")
+        for key in _LOADER_FIELDS & data.keys()
+    ]
+    try:
+        config = Config.model_validate({**data, "source": document.file})
+    except ValidationError as exc:
+        problems += [
+            document.problem(error["loc"], explain(error, Config, _LOADER_FIELDS))
+            for error in exc.errors()
+            if error["type"] not in _RECHECKED
+        ]
+        problems += [document.problem(loc, message) for loc, message in _recheck(document)]
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _recheck(document: Document) -> list[Found]:
+    """The checks across sites and the merged probe settings, on the raw document."""
+    sites = document.data.get("sites")
+    if not isinstance(sites, list):
+        return []
+    raw = [site if isinstance(site, dict) else {} for site in sites]
+    found = link_problems(raw, lambda i: f"sites[{i}] (line {document.line(('sites', i))})")
+    try:
+        defaults = ProbeSettings.model_validate(document.data.get("defaults", {}))
+    except ValidationError:
+        return found
+    for i, site in enumerate(raw):
+        try:
+            overrides = ProbeOverrides.model_validate(site.get("probe", {}))
+        except ValidationError:
+            continue
+        found += _merge_problems(defaults, overrides, ("sites", i, "probe"))
+    return found
