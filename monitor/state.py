@@ -1,0 +1,118 @@
+"""Per-site state built from the stream of probe results; sinks read it, never probes."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import structlog
+
+from monitor.config import Config, ProbeSettings, Site
+from monitor.stats import SiteWindow
+from probes import Outcome, ProbeResult
+
+log = structlog.get_logger("vcmon.state")
+
+# Exponential from 50 µs (loopback and LAN) doubling to ~3.3 s (a satellite hop with
+# queueing), as smokeping_prober does: 17 buckets cover every RTT a probe can report.
+RTT_BUCKETS: tuple[float, ...] = tuple(0.00005 * 2**k for k in range(17))
+
+
+class SiteState:
+    """Counters, RTT histogram, sliding window and up/down of one site."""
+
+    __slots__ = (
+        "bucket_counts",
+        "consecutive_lost",
+        "errors",
+        "last_result_at",
+        "received",
+        "rtt_sum",
+        "sent",
+        "settings",
+        "site",
+        "up",
+        "window",
+    )
+
+    def __init__(self, site: Site, settings: ProbeSettings) -> None:
+        self.site = site
+        self.settings = settings
+        per_window = math.ceil(settings.window / settings.interval) * settings.burst
+        self.window = SiteWindow(settings.window, max_samples=per_window + settings.burst + 16)
+        # Counted when a probe resolves (reply, timeout or error), so that
+        # 1 - rate(received)/rate(sent) shows no phantom loss for packets in flight.
+        self.sent = 0
+        self.received = 0
+        self.errors: dict[str, int] = {}
+        self.bucket_counts = [0] * (len(RTT_BUCKETS) + 1)
+        self.rtt_sum = 0.0
+        self.consecutive_lost = 0
+        self.up: bool | None = None  # None until a reply or ``down_after`` losses
+        self.last_result_at: float | None = None
+
+    def record(self, result: ProbeResult) -> bool:
+        """Take one result; return True when the site's up/down changed."""
+        self.sent += 1
+        self.last_result_at = result.sent_at
+        rtt = result.rtt if result.outcome is Outcome.REPLY else None
+        self.window.add(result.sent_at, rtt)
+        if rtt is not None:
+            self.received += 1
+            self.rtt_sum += rtt
+            self.bucket_counts[bisect.bisect_left(RTT_BUCKETS, rtt)] += 1
+            self.consecutive_lost = 0
+            up = True
+        else:
+            if result.outcome is not Outcome.TIMEOUT:
+                reason = result.outcome.value
+                self.errors[reason] = self.errors.get(reason, 0) + 1
+            self.consecutive_lost += 1
+            if self.consecutive_lost >= self.settings.down_after:
+                up = False
+            else:
+                # A few lost packets do not change what we know: still up, or still unknown.
+                up = self.up
+        changed = up != self.up
+        self.up = up
+        return changed
+
+
+class SiteTable:
+    """All sites' state, keyed by site id, fed one ``ProbeResult`` at a time."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.sites: dict[str, SiteState] = {
+            site.id: SiteState(site, config.settings_for(site)) for site in config.sites
+        }
+
+    def __iter__(self) -> Iterator[SiteState]:
+        return iter(self.sites.values())
+
+    def __len__(self) -> int:
+        return len(self.sites)
+
+    def record(self, result: ProbeResult) -> None:
+        state = self.sites.get(result.target)
+        if state is None:
+            # A probe sent before a reload removed its site: nobody reads it any more.
+            return
+        was = state.up
+        if state.record(result):
+            site = state.site
+            # The first reply after start is not news; every later change is, once.
+            emit = log.debug if was is None and state.up else log.warning if not state.up else log.info
+            emit(
+                "site_up" if state.up else "site_down",
+                site=site.id,
+                name=site.name,
+                address=result.address,
+                tier=site.tier,
+                district=site.district,
+                outcome=result.outcome.value,
+                detail=result.detail or None,
+                consecutive_lost=state.consecutive_lost,
+            )

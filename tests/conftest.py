@@ -1,0 +1,27 @@
+"""Shared test helpers: free loopback ports and the real Prometheus tools."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def promtool_check_metrics(text: str) -> str:
+    """Run the real ``promtool check metrics``; return its findings ('' when clean)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: run tests/run.sh, which installs Debian's prometheus")
+    done = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                          capture_output=True, timeout=30, check=False)
+    return (done.stdout + done.stderr).decode()

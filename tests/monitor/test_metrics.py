@@ -1,0 +1,139 @@
+"""The collector renders site state on scrape; real promtool checks the exposition."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from monitor.config import parse_config
+from monitor.metrics import DaemonMetrics, SiteCollector
+from monitor.state import SiteTable
+from probes import Outcome, ProbeResult
+from tests.conftest import promtool_check_metrics
+
+CONFIG = """
+defaults:
+  interval: 1s
+  window: 60s
+  down_after: 2
+sites:
+  - id: tinh
+    name: Hội trường Tỉnh ủy
+    tier: province
+    address: 127.0.0.10
+  - id: xa-lac-ve
+    name: UBND xã Lạc Vệ
+    tier: commune
+    parent: tinh
+    provision: contract
+    contract: {contractor: VNPT Bắc Ninh, reference: HĐ-01}
+    address: 127.0.0.11
+"""
+
+NOW = 1_000_000.0
+
+
+class Source:
+    def __init__(self) -> None:
+        self.table = SiteTable(parse_config(CONFIG), clock=lambda: NOW)
+        self.ignored_packets: Counter[str] = Counter(foreign=3, late=1)
+        self.skipped_cycles = 0
+
+
+def reply(site: str, at: float, rtt: float) -> ProbeResult:
+    return ProbeResult(site, "127.0.0.10", 1, at, Outcome.REPLY, rtt)
+
+
+def lost(site: str, at: float, outcome: Outcome = Outcome.TIMEOUT) -> ProbeResult:
+    return ProbeResult(site, "127.0.0.11", 1, at, outcome)
+
+
+@pytest.fixture
+def scraped() -> tuple[CollectorRegistry, Source]:
+    source = Source()
+    for i, rtt in enumerate([0.010, 0.020, 0.030, 0.020]):
+        source.table.record(reply("tinh", NOW - 10 + i, rtt))
+    source.table.record(reply("tinh", NOW - 100, 5.0))  # outside the 60 s window
+    source.table.record(lost("xa-lac-ve", NOW - 3))
+    source.table.record(lost("xa-lac-ve", NOW - 2, Outcome.UNREACHABLE))
+    registry = CollectorRegistry()
+    DaemonMetrics(registry)
+    registry.register(SiteCollector(source))
+    return registry, source
+
+
+LABELS = {"site": "tinh", "tier": "province", "district": "tinh", "provision": "vnpt"}
+# no district-level ancestor: the site is its own district
+XA = {"site": "xa-lac-ve", "tier": "commune", "district": "xa-lac-ve", "provision": "contract"}
+
+
+def test_counters_and_window_stats(scraped: tuple[CollectorRegistry, Source]) -> None:
+    registry, _ = scraped
+    value = registry.get_sample_value
+    assert value("vcmon_probe_packets_sent_total", LABELS) == 5
+    assert value("vcmon_probe_packets_received_total", LABELS) == 5
+    assert value("vcmon_site_up", LABELS) == 1
+    assert value("vcmon_site_loss_ratio", LABELS) == 0
+    assert value("vcmon_site_window_packets", LABELS) == 4
+    assert value("vcmon_site_rtt_seconds", {**LABELS, "stat": "median"}) == pytest.approx(0.020)
+    assert value("vcmon_site_rtt_seconds", {**LABELS, "stat": "max"}) == pytest.approx(0.030)
+    assert value("vcmon_site_jitter_seconds", LABELS) == pytest.approx(0.010)
+    # EL = 20 + 20 + 10 = 50 ms, no loss → R = 93.2 − 1.25
+    assert value("vcmon_site_r_factor", LABELS) == pytest.approx(91.95)
+    assert value("vcmon_site_mos", LABELS) == pytest.approx(  # 1 + .035R + 7e-6 R(R-60)(100-R)
+        1 + 0.035 * 91.95 + 7e-6 * 91.95 * 31.95 * 8.05)
+
+
+def test_histogram_buckets(scraped: tuple[CollectorRegistry, Source]) -> None:
+    registry, _ = scraped
+    value = registry.get_sample_value
+    assert value("vcmon_probe_rtt_seconds_count", LABELS) == 5
+    assert value("vcmon_probe_rtt_seconds_sum", LABELS) == pytest.approx(5.08)
+    # 10 ms lands in le=0.0128 (50 µs·2⁸), 20 ms and 30 ms in le=0.0512 (…·2¹⁰)
+    assert value("vcmon_probe_rtt_seconds_bucket", {**LABELS, "le": "0.0064"}) == 0
+    assert value("vcmon_probe_rtt_seconds_bucket", {**LABELS, "le": "0.0128"}) == 1
+    assert value("vcmon_probe_rtt_seconds_bucket", {**LABELS, "le": "0.0512"}) == 4
+    assert value("vcmon_probe_rtt_seconds_bucket", {**LABELS, "le": "+Inf"}) == 5
+
+
+def test_down_site_and_errors(scraped: tuple[CollectorRegistry, Source]) -> None:
+    registry, _ = scraped
+    value = registry.get_sample_value
+    assert value("vcmon_site_up", XA) == 0
+    assert value("vcmon_site_loss_ratio", XA) == 1
+    assert value("vcmon_site_mos", XA) == 1
+    assert value("vcmon_site_rtt_seconds", {**XA, "stat": "median"}) is None
+    assert value("vcmon_probe_errors_total", {**XA, "reason": "unreachable"}) == 1
+    assert value("vcmon_probe_packets_received_total", XA) == 0
+
+
+def test_info_carries_vietnamese_names(scraped: tuple[CollectorRegistry, Source]) -> None:
+    registry, _ = scraped
+    info = {**XA, "name": "UBND xã Lạc Vệ", "parent": "tinh", "address": "127.0.0.11"}
+    assert registry.get_sample_value("vcmon_site_info", info) == 1
+    assert "UBND xã Lạc Vệ".encode() in generate_latest(registry)
+
+
+def test_self_metrics(scraped: tuple[CollectorRegistry, Source]) -> None:
+    registry, _ = scraped
+    value = registry.get_sample_value
+    assert value("vcmon_sites_configured", {"tier": "commune", "provision": "contract"}) == 1
+    assert value("vcmon_icmp_packets_ignored_total", {"reason": "foreign"}) == 3
+    assert value("vcmon_scheduler_skipped_cycles_total") == 0
+    assert value("vcmon_scheduler_lag_seconds_count") == 0
+    build = [s for m in registry.collect() if m.name == "vcmon_build_info" for s in m.samples]
+    assert len(build) == 1 and build[0].value == 1
+
+
+def test_removed_sites_vanish(scraped: tuple[CollectorRegistry, Source]) -> None:
+    registry, source = scraped
+    del source.table.sites["xa-lac-ve"]
+    assert registry.get_sample_value("vcmon_site_up", XA) is None
+    assert registry.get_sample_value("vcmon_site_up", LABELS) == 1
+
+
+def test_promtool_finds_nothing(scraped: tuple[CollectorRegistry, Source]) -> None:
+    registry, _ = scraped
+    assert promtool_check_metrics(generate_latest(registry).decode()) == ""
