@@ -1,0 +1,157 @@
+"""The ``vcmon`` command: run, check-config, inventory, probe."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from collections.abc import Sequence
+
+from monitor import __version__
+from monitor.config import Config, ConfigError, default_config, load_config
+from monitor.logs import configure_logging
+from monitor.stats import summarize
+from probes import Outcome
+from probes.icmp import IcmpPermissionError, ping
+
+EXIT_CONFIG = 2
+
+
+def _load(path: str | None) -> Config:
+    return default_config() if path is None else load_config(path)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from monitor.daemon import Daemon
+
+    configure_logging(args.log_level, args.log_format)
+    config = _load(args.config)
+    asyncio.run(Daemon(config, listen=args.listen).serve())
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"{args.file}: ok ({len(config.sites)} sites)")
+    return 0
+
+
+def _cmd_inventory(args: argparse.Namespace) -> int:
+    from monitor.inventory import render_tree
+
+    print(render_tree(_load(args.config)))
+    return 0
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.3f}"
+
+
+async def _probe(address: str, count: int, interval: float, timeout: float, size: int) -> int:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(address, None, type=socket.SOCK_RAW)
+    except OSError as exc:
+        print(f"vcmon probe: cannot resolve {address}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    ip = str(infos[0][4][0])
+    print(f"PROBE {address} ({ip}): {size} data bytes, {count} probes every {interval:g} s")
+    samples: list[tuple[float, float | None]] = []
+    async for result in ping(ip, count=count, interval=interval, timeout=timeout,
+                             payload_size=size):
+        samples.append((result.sent_at, result.rtt))
+        if result.outcome is Outcome.REPLY:
+            print(f"reply from {ip}: seq={result.seq} time={_ms(result.rtt)} ms")
+        else:
+            detail = f" ({result.detail})" if result.detail else ""
+            print(f"{result.outcome.value} for seq={result.seq}{detail}")
+    s = summarize(sorted(samples, key=lambda sample: sample[0]))
+    loss = 100.0 * (s.loss_ratio or 0.0)
+    print(f"--- {address} vcmon probe statistics ---")
+    print(f"{s.sent} sent, {s.received} received, {loss:.1f}% loss")
+    if s.received:
+        print(f"rtt min/avg/median/p95/max/stddev = {_ms(s.rtt_min)}/{_ms(s.rtt_avg)}/"
+              f"{_ms(s.rtt_median)}/{_ms(s.rtt_p95)}/{_ms(s.rtt_max)}/{_ms(s.rtt_stddev)} ms")
+        print(f"jitter {_ms(s.jitter)} ms, MOS {s.mos:.2f} (R {s.r_factor:.1f})")
+    return 0 if s.received else 1
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    return asyncio.run(_probe(args.address, args.count, args.interval, args.timeout, args.size))
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text} is not a count between 1 and 1000000")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0.001 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds in 0.001..3600")
+    return value
+
+
+def _payload(text: str) -> int:
+    value = int(text)
+    if not 16 <= value <= 1472:
+        raise argparse.ArgumentTypeError(f"{text} is not a payload size in 16..1472 bytes")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vcmon", description="Monitor video-conference endpoints: RTT, jitter, loss, MOS.")
+    parser.add_argument("--version", action="version", version=f"vcmon {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="probe every site continuously and serve /metrics")
+    run.add_argument("--config", metavar="FILE",
+                     help="inventory (YAML or CSV); default: the embedded 240-site demo")
+    run.add_argument("--listen", metavar="HOST:PORT",
+                     help="address for /metrics (overrides the config's listen)")
+    run.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", default="auto", choices=["auto", "json", "console"],
+                     help="auto: console on a terminal, JSON lines otherwise")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate an inventory; exit 2 if invalid")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_check_config)
+
+    inv = sub.add_parser("inventory", help="print the sites as a tree with counts")
+    inv.add_argument("--config", metavar="FILE", help="default: the embedded demo inventory")
+    inv.set_defaults(func=_cmd_inventory)
+
+    probe = sub.add_parser("probe", help="ping one address with vcmon's engine")
+    probe.add_argument("address")
+    probe.add_argument("--count", "-c", type=_count, default=5)
+    probe.add_argument("--interval", "-i", type=_seconds, default=1.0, help="seconds")
+    probe.add_argument("--timeout", "-W", type=_seconds, default=1.0, help="seconds per packet")
+    probe.add_argument("--size", "-s", type=_payload, default=56, help="payload bytes")
+    probe.set_defaults(func=_cmd_probe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except IcmpPermissionError as exc:
+        print(f"vcmon: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

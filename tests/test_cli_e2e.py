@@ -1,0 +1,112 @@
+"""End to end: ``vcmon run`` on the embedded inventory, scraped like Prometheus would."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import free_port, promtool_check_metrics
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets need root here")
+
+
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "run", "--listen", f"127.0.0.1:{port}",
+         "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                if fetch(f"{base}/-/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("vcmon did not become ready within 20 s")
+        # Ready means every site was sent one probe; give replies and the
+        # down_after bookkeeping a few cycles before asserting on every site.
+        time.sleep(3.5)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def scrape(base: str) -> str:
+    status, body, headers = fetch(f"{base}/metrics", {"Accept-Encoding": "gzip"})
+    assert status == 200
+    assert headers.get("Content-Encoding") == "gzip"
+    return gzip.decompress(body).decode()
+
+
+def test_every_embedded_site_is_up_with_loopback_rtt(
+        daemon: tuple[subprocess.Popen[bytes], str]) -> None:
+    _, base = daemon
+    families = {f.name: f for f in text_string_to_metric_families(scrape(base))}
+    up = {s.labels["site"]: s.value for s in families["vcmon_site_up"].samples}
+    assert len(up) == 240
+    assert all(v == 1 for v in up.values()), [k for k, v in up.items() if v != 1]
+    medians = [s.value for s in families["vcmon_site_rtt_seconds"].samples
+               if s.labels["stat"] == "median"]
+    assert len(medians) == 240
+    assert max(medians) < 0.001
+    info = families["vcmon_site_info"].samples
+    assert len(info) == 240
+    assert any("xã" in s.labels["name"] for s in info)
+    sent = {s.labels["site"]: s.value for s in families["vcmon_probe_packets_sent"].samples
+            if s.name.endswith("_total")}
+    assert min(sent.values()) >= 3
+
+
+def test_promtool_accepts_the_scrape(daemon: tuple[subprocess.Popen[bytes], str]) -> None:
+    _, base = daemon
+    assert promtool_check_metrics(scrape(base)) == ""
+
+
+def test_health_endpoints(daemon: tuple[subprocess.Popen[bytes], str]) -> None:
+    _, base = daemon
+    assert fetch(f"{base}/-/healthy")[0] == 200
+    assert fetch(f"{base}/-/ready")[0] == 200
+    assert fetch(f"{base}/nope")[0] == 404
+
+
+def test_sigterm_stops_cleanly_within_two_seconds(
+        daemon: tuple[subprocess.Popen[bytes], str]) -> None:
+    proc, base = daemon
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(5)
+    elapsed = time.monotonic() - started
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert code == 0, stderr
+    assert elapsed < 2.0
+    assert "Traceback" not in stderr
+    assert '"event": "stopped"' in stderr
+    with pytest.raises(OSError):
+        fetch(f"{base}/-/healthy")
