@@ -1,0 +1,452 @@
+"""ICMP echo probes, built like fping: one socket per address family for every target.
+
+Replies are drained in an event-loop reader callback and matched to their probe by
+(address, sequence) with the engine's echo id and a per-process random cookie in the
+payload. RTTs come from kernel receive timestamps (SO_TIMESTAMPNS), so the loop's
+own lag never shows up in them. Timeouts share one loop timer over a heap of
+deadlines; a probe's timeout is independent of how often the caller sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from heapq import heappop, heappush
+from math import inf
+from time import monotonic_ns, time_ns
+from typing import Final
+
+from probes._icmp_packet import (
+    DUPLICATE,
+    FOREIGN,
+    LATE,
+    LOCAL_ERROR,
+    MALFORMED,
+    Decoder,
+    EchoRequest,
+    check_payload_size,
+    describe_error,
+)
+from probes._icmp_socket import (
+    ANCILLARY_SIZE,
+    SO_EE_ORIGIN_ICMP,
+    SO_EE_ORIGIN_ICMP6,
+    IcmpPermissionError,
+    Mode,
+    open_icmp_socket,
+    read_error_queue,
+    receive_time_ns,
+    socket_address,
+)
+from probes._result import Outcome, ProbeResult
+
+__all__ = ["IcmpEngine", "IcmpPermissionError", "Mode", "ping"]
+
+# Per process, so a second vcmon (or a restarted one) never takes our replies for its
+# own; it is not quoted in ICMP errors, which are matched on address, id and seq only.
+_COOKIE: Final = os.urandom(8)
+# Reads per reader callback before yielding to the loop; the socket stays readable,
+# so the rest is read on the next iteration.
+_DRAIN_BATCH: Final = 4096
+# IPv6 routers quote up to the minimum MTU of the offending packet (RFC 4443 2.4(c)).
+_MIN_RECEIVE: Final = 1280
+_IP_HEADER_MAX: Final = 60
+
+_REPLY: Final = Outcome.REPLY
+_ERRORS: Final = (Outcome.UNREACHABLE, Outcome.TTL_EXCEEDED)
+
+
+class _Channel:
+    """One open ICMP socket (one address family) and what it needs per packet."""
+
+    __slots__ = ("decode", "request", "sock", "v6")
+
+    def __init__(self, sock: socket.socket, request: EchoRequest, decode: Decoder, v6: bool):
+        self.sock = sock
+        self.request = request
+        self.decode = decode
+        self.v6 = v6
+
+
+class _Destination:
+    __slots__ = ("key", "next_seq", "sockaddr", "v6")
+
+    def __init__(self, address: str) -> None:
+        self.v6, self.sockaddr, self.key = socket_address(address)
+        self.next_seq = secrets.randbits(16)
+
+
+class _Probe:
+    __slots__ = (
+        "address",
+        "deadline",
+        "done",
+        "sent_mono_ns",
+        "sent_ns",
+        "seq",
+        "target",
+        "timeout_ns",
+    )
+
+    def __init__(
+        self, target: str, address: str, seq: int, sent_ns: int, sent_mono_ns: int, timeout: float
+    ) -> None:
+        self.target = target
+        self.address = address
+        self.seq = seq
+        self.sent_ns = sent_ns
+        self.sent_mono_ns = sent_mono_ns
+        self.timeout_ns = int(timeout * 1e9)
+        # loop.time() is time.monotonic(): the same clock as sent_mono_ns
+        self.deadline = sent_mono_ns * 1e-9 + timeout
+        # Resolved (reply or ICMP error) but kept until its deadline so that a second
+        # copy of the reply is told apart ("duplicate") from a late one.
+        self.done = False
+
+    def result(self, outcome: Outcome, rtt: float | None = None, detail: str = "") -> ProbeResult:
+        return ProbeResult(
+            self.target, self.address, self.seq, self.sent_ns * 1e-9, outcome, rtt, detail
+        )
+
+
+class IcmpEngine:
+    """Sends echo requests to many addresses over one socket per family; see module doc.
+
+    Exactly one ProbeResult per ``send`` reaches ``on_result``, always from the loop
+    thread and never from inside ``send``. ``on_result`` must not raise.
+    """
+
+    __slots__ = (
+        "_bufsize",
+        "_deadlines",
+        "_destinations",
+        "_loop",
+        "_mode",
+        "_on_result",
+        "_payload_size",
+        "_pending",
+        "_timer",
+        "_timer_at",
+        "_unresolved",
+        "_v4",
+        "_v6",
+        "_v6_error",
+        "ignored",
+        "received",
+        "sent",
+    )
+
+    def __init__(
+        self,
+        on_result: Callable[[ProbeResult], None],
+        *,
+        payload_size: int = 56,
+        mode: Mode = "auto",
+    ) -> None:
+        check_payload_size(payload_size)
+        self._on_result = on_result
+        self._payload_size = payload_size
+        self._mode: Mode = mode
+        self._bufsize = max(_MIN_RECEIVE, _IP_HEADER_MAX + 8 + payload_size)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._v4: _Channel | None = None
+        self._v6: _Channel | None = None
+        self._v6_error = ""
+        self._destinations: dict[str, _Destination] = {}
+        self._pending: dict[tuple[str, int], _Probe] = {}
+        self._deadlines: list[tuple[float, tuple[str, int]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = inf
+        self._unresolved = 0
+        self.ignored: Counter[str] = Counter()
+        self.sent = 0
+        self.received = 0
+
+    @property
+    def mode(self) -> str:
+        """``dgram`` or ``raw`` once started; the requested mode before."""
+        return self._mode
+
+    @property
+    def pending_count(self) -> int:
+        """Probes sent and not yet resolved."""
+        return self._unresolved
+
+    async def start(self) -> None:
+        """Open the IPv4 socket (IPv6 opens on the first IPv6 send)."""
+        if self._loop is not None:
+            raise RuntimeError("IcmpEngine.start() was already called")
+        loop = asyncio.get_running_loop()
+        self._v4 = self._open(loop, v6=False)
+        self._loop = loop
+
+    def _open(self, loop: asyncio.AbstractEventLoop, v6: bool) -> _Channel:
+        # IPv6 opens in the mode IPv4 got: the same sysctl and capability decide both.
+        sock, opened, ident = open_icmp_socket(v6, self._mode)
+        self._mode = opened
+        # Only raw IPv4 needs a checksum from us and only raw IPv4 reads carry the IP header.
+        raw_v4 = opened == "raw" and not v6
+        channel = _Channel(
+            sock,
+            EchoRequest(
+                v6=v6,
+                ident=ident,
+                cookie=_COOKIE,
+                payload_size=self._payload_size,
+                with_checksum=raw_v4,
+            ),
+            Decoder(v6=v6, ident=ident, cookie=_COOKIE, ip_header=raw_v4),
+            v6,
+        )
+        loop.add_reader(sock.fileno(), self._drain, channel)
+        return channel
+
+    def send(self, target: str, address: str, timeout: float) -> None:
+        """Send one echo request to ``address`` (an IP literal); never blocks.
+
+        Raises ValueError if ``address`` is not an IP literal.
+        """
+        loop = self._loop
+        if loop is None or self._v4 is None:
+            raise RuntimeError("IcmpEngine.send() before start() or after close()")
+        destination = self._destinations.get(address)
+        if destination is None:
+            destination = self._destinations[address] = _Destination(address)
+        seq = destination.next_seq
+        destination.next_seq = (seq + 1) & 0xFFFF
+        channel = self._v6 if destination.v6 else self._v4
+        if channel is None:
+            channel = self._open_v6(loop)
+            if channel is None:
+                self._send_error(loop, target, address, seq, time_ns(), self._v6_error)
+                return
+        packet = channel.request.build(seq)
+        # Taken before sendto: on loopback the reply is received and timestamped
+        # inside the sendto call itself (measured: a clock read after sendto returns
+        # is up to 3 us later than the reply's timestamp, giving negative RTTs).
+        sent_ns = time_ns()
+        sent_mono_ns = monotonic_ns()
+        try:
+            channel.sock.sendto(packet, destination.sockaddr)
+        except OSError:
+            # sendto first reports (and clears) an error the kernel recorded for an
+            # earlier probe (sk_err, set by a "hard" ICMP error, or any error with
+            # RECVERR); that error is attributed from the packet or error queue
+            # instead, so one retry tells it apart from an error of this send.
+            sent_ns = time_ns()
+            sent_mono_ns = monotonic_ns()
+            try:
+                channel.sock.sendto(packet, destination.sockaddr)
+            except OSError as exc:
+                self._send_error(loop, target, address, seq, sent_ns, exc.strerror or str(exc))
+                return
+        self.sent += 1
+        probe = _Probe(target, address, seq, sent_ns, sent_mono_ns, timeout)
+        key = (destination.key, seq)
+        pending = self._pending
+        if key in pending and not pending[key].done:
+            # 65,536 sends to one address within one timeout: the sequence wrapped.
+            self._unresolved -= 1
+            detail = "no reply before its sequence number was reused"
+            loop.call_soon(self._on_result, pending[key].result(Outcome.TIMEOUT, detail=detail))
+        pending[key] = probe
+        self._unresolved += 1
+        heappush(self._deadlines, (probe.deadline, key))
+        if probe.deadline < self._timer_at:
+            self._arm(loop, probe.deadline)
+
+    def _send_error(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        target: str,
+        address: str,
+        seq: int,
+        sent_ns: int,
+        detail: str,
+    ) -> None:
+        result = ProbeResult(
+            target, address, seq, sent_ns * 1e-9, Outcome.SEND_ERROR, detail=detail
+        )
+        # Deferred: the caller may be iterating its own tables when it calls send().
+        loop.call_soon(self._on_result, result)
+
+    def _open_v6(self, loop: asyncio.AbstractEventLoop) -> _Channel | None:
+        if self._v6_error:
+            return None
+        try:
+            self._v6 = self._open(loop, v6=True)
+        except OSError as exc:
+            self._v6_error = f"cannot open an IPv6 ICMP socket: {exc}"
+        return self._v6
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._on_timer)
+        self._timer_at = when
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = inf
+        # Replies the kernel already queued (timestamped in time) while the loop was
+        # busy must be matched before their probes are declared lost.
+        for channel in (self._v4, self._v6):
+            if channel is not None:
+                self._drain(channel)
+        loop = self._loop
+        assert loop is not None, "the timer is armed only by send(), after start()"
+        now = loop.time()
+        deadlines = self._deadlines
+        pending = self._pending
+        while deadlines and deadlines[0][0] <= now:
+            _, key = heappop(deadlines)
+            probe = pending.get(key)
+            # Absent: already expired. Later deadline: a newer probe took the key.
+            if probe is not None and probe.deadline <= now:
+                self._expire_probe(key, probe)
+        if deadlines:
+            self._arm(loop, deadlines[0][0])
+
+    def _expire_probe(self, key: tuple[str, int], probe: _Probe) -> None:
+        del self._pending[key]
+        if not probe.done:
+            self._unresolved -= 1
+            detail = f"no reply within {probe.timeout_ns / 1e9:g} s"
+            self._on_result(probe.result(Outcome.TIMEOUT, detail=detail))
+
+    def _drain(self, channel: _Channel) -> None:
+        recvmsg = channel.sock.recvmsg
+        decode = channel.decode
+        ignored = self.ignored
+        bufsize = self._bufsize
+        for _ in range(_DRAIN_BATCH):
+            try:
+                data, ancillary, _, source = recvmsg(bufsize, ANCILLARY_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:
+                # The pending socket error (sk_err, see send) is raised once and
+                # cleared; its ICMP error is read as a packet or from the error queue.
+                continue
+            kind, seq, quoted, detail = decode(data)
+            if kind is _REPLY:
+                probe = self._claim((source[0], seq))
+                if probe is not None:
+                    self._reply(probe, receive_time_ns(ancillary, time_ns()))
+            elif kind in _ERRORS:
+                probe = self._claim((quoted, seq))
+                if probe is not None:
+                    self._on_result(
+                        probe.result(Outcome(kind), detail=f"{detail} from {source[0]}")
+                    )
+            else:
+                ignored[kind] += 1
+        if self._mode == "dgram":
+            self._drain_error_queue(channel)
+
+    def _claim(self, key: tuple[str, int]) -> _Probe | None:
+        """The unresolved probe a reply or ICMP error is for, now resolved; else count why not."""
+        probe = self._pending.get(key)
+        if probe is None:
+            self.ignored[LATE] += 1
+        elif probe.done:
+            self.ignored[DUPLICATE] += 1
+        else:
+            probe.done = True
+            self._unresolved -= 1
+            return probe
+        return None
+
+    def _reply(self, probe: _Probe, received_ns: int) -> None:
+        rtt_ns = received_ns - probe.sent_ns
+        # The kernel stamps CLOCK_REALTIME; if the wall clock stepped since the send,
+        # the monotonic span up to now (an upper bound) is the better estimate.
+        monotonic_rtt_ns = monotonic_ns() - probe.sent_mono_ns
+        if rtt_ns < 0 or rtt_ns > monotonic_rtt_ns:
+            rtt_ns = monotonic_rtt_ns
+        if rtt_ns > probe.timeout_ns:
+            # It came after its deadline; only the timer had not noticed yet.
+            self.ignored[LATE] += 1
+            detail = f"reply after {rtt_ns / 1e9:g} s, past the timeout"
+            self._on_result(probe.result(Outcome.TIMEOUT, detail=detail))
+            return
+        self.received += 1
+        self._on_result(probe.result(_REPLY, rtt_ns * 1e-9))
+
+    def _drain_error_queue(self, channel: _Channel) -> None:
+        for data, destination, error in read_error_queue(channel.sock, self._bufsize, channel.v6):
+            if error is None:
+                self.ignored[MALFORMED] += 1
+                continue
+            origin, icmp_type, code, offender = error
+            if origin not in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+                # A local error (e.g. EMSGSIZE), which sendto already raised.
+                self.ignored[LOCAL_ERROR] += 1
+                continue
+            described = describe_error(channel.v6, icmp_type, code)
+            seq = channel.decode.quoted_echo_seq(data)
+            if described is None or seq < 0:
+                # Redirects, parameter problems and source quench reach ping sockets too.
+                self.ignored[FOREIGN] += 1
+                continue
+            probe = self._claim((destination, seq))
+            if probe is not None:
+                outcome, name = described
+                self._on_result(probe.result(outcome, detail=f"{name} from {offender}"))
+
+    async def close(self) -> None:
+        """Stop reading, cancel the timer and close the sockets; pending probes are dropped."""
+        loop = self._loop
+        if loop is None:  # never started: nothing is open
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for channel in (self._v4, self._v6):
+            if channel is not None:
+                loop.remove_reader(channel.sock.fileno())
+                channel.sock.close()
+        self._v4 = self._v6 = None
+        self._pending.clear()
+        self._deadlines.clear()
+        self._unresolved = 0
+
+
+async def ping(
+    address: str,
+    *,
+    count: int,
+    interval: float,
+    timeout: float,  # noqa: ASYNC109 - each probe's ICMP timeout, not a deadline for the call
+    payload_size: int = 56,
+    mode: Mode = "auto",
+) -> AsyncIterator[ProbeResult]:
+    """Send ``count`` probes to ``address`` every ``interval`` s; yield results as they resolve.
+
+    Sends keep an absolute schedule (no drift from slow consumers), and every probe
+    resolves within ``timeout``, so iteration ends by ``(count - 1) * interval +
+    timeout``. For the ``vcmon probe ADDRESS`` technician tool, not for the daemon.
+    """
+    socket_address(address)  # an invalid literal fails here, not inside the sender task
+    results: asyncio.Queue[ProbeResult] = asyncio.Queue()
+    engine = IcmpEngine(results.put_nowait, payload_size=payload_size, mode=mode)
+    await engine.start()
+    loop = asyncio.get_running_loop()
+
+    async def send_all() -> None:
+        first = loop.time()
+        for number in range(count):
+            await asyncio.sleep(first + number * interval - loop.time())
+            engine.send(address, address, timeout)
+
+    sender = asyncio.create_task(send_all())
+    try:
+        for _ in range(count):
+            yield await results.get()
+    finally:
+        sender.cancel()
+        await engine.close()
