@@ -42,6 +42,11 @@ How to read the table (one per target count):
 - ``RTT med`` / ``RTT p99``: the RTT each tool reports, in ms (true loopback RTT is a
   few microseconds, so this mostly measures where each tool takes its timestamps).
 
+``status`` is ``ok``, ``behind`` (finished but resolved under 99 % of N/s), ``killed``
+or ``exit N``. Notes under each table: counts, wall and CPU time, RTT max, vcmon's
+socket mode, ``ignored`` packets (ICMP its raw socket saw that was not its own: other
+programs' pings show up there), icmplib's rounds and their duration.
+
 Each tool gets at most ``--seconds`` + 60 s; then its process group is killed and the
 row says ``killed`` with what it reported so far (icmplib prints progress per round).
 """
@@ -392,6 +397,8 @@ def main() -> None:
                 load = os.getloadavg()[0]
                 row = RUNNERS[tool](args, targets, target_file.name)
                 row.notes["loadavg_before"] = round(load, 2)
+                if row.status == "ok" and (row.rate_percent or 0) < 99:
+                    row.status = "behind"  # finished, but sent under 99 % of N/s
                 rows.append(row)
                 print(f"  ... {tool} at {targets}: {row.status}, {row.wall:.1f} s", flush=True)
         print(table(rows, targets, args.seconds), flush=True)
