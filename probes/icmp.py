@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from heapq import heappop, heappush
 from math import inf
 from time import monotonic_ns, time_ns
-from typing import Final
+from typing import Any, Final
 
 from probes._icmp_packet import (
     DUPLICATE,
@@ -58,6 +58,16 @@ _IP_HEADER_MAX: Final = 60
 
 _REPLY: Final = Outcome.REPLY
 _ERRORS: Final = (Outcome.UNREACHABLE, Outcome.TTL_EXCEEDED)
+
+
+def _try_sendto(
+    sock: socket.socket, packet: bytearray, sockaddr: tuple[Any, ...]
+) -> OSError | None:
+    try:
+        sock.sendto(packet, sockaddr)
+    except OSError as exc:
+        return exc
+    return None
 
 
 class _Channel:
@@ -228,21 +238,20 @@ class IcmpEngine:
         # Taken before sendto: on loopback the reply is received and timestamped
         # inside the sendto call itself (measured: a clock read after sendto returns
         # is up to 3 us later than the reply's timestamp, giving negative RTTs).
-        sent_ns = time_ns()
-        sent_mono_ns = monotonic_ns()
+        sent_ns, sent_mono_ns = time_ns(), monotonic_ns()
         try:
             channel.sock.sendto(packet, destination.sockaddr)
-        except OSError:
-            # sendto first reports (and clears) an error the kernel recorded for an
-            # earlier probe (sk_err, set by a "hard" ICMP error, or any error with
-            # RECVERR); that error is attributed from the packet or error queue
-            # instead, so one retry tells it apart from an error of this send.
-            sent_ns = time_ns()
-            sent_mono_ns = monotonic_ns()
-            try:
-                channel.sock.sendto(packet, destination.sockaddr)
-            except OSError as exc:
-                self._send_error(loop, target, address, seq, sent_ns, exc.strerror or str(exc))
+        except OSError as exc:
+            error: OSError | None = exc
+            if self._mode == "dgram":
+                # A ping socket's sendto first reports (and clears) the error the kernel
+                # recorded for an earlier probe (sk_err: with RECVERR, any ICMP error);
+                # that error is attributed from the error queue, so one retry tells it
+                # apart from an error of this send. Raw sends never check sk_err.
+                sent_ns, sent_mono_ns = time_ns(), monotonic_ns()
+                error = _try_sendto(channel.sock, packet, destination.sockaddr)
+            if error is not None:
+                self._send_error(loop, target, address, seq, sent_ns, error.strerror or str(error))
                 return
         self.sent += 1
         probe = _Probe(target, address, seq, sent_ns, sent_mono_ns, timeout)
@@ -329,8 +338,9 @@ class IcmpEngine:
             except BlockingIOError:
                 break
             except OSError:
-                # The pending socket error (sk_err, see send) is raised once and
-                # cleared; its ICMP error is read as a packet or from the error queue.
+                # The socket's pending error (sk_err: a "hard" ICMP error on a raw
+                # socket, any with RECVERR) is raised once and cleared; the ICMP error
+                # itself is read as a packet or from the error queue.
                 continue
             kind, seq, quoted, detail = decode(data)
             if kind is _REPLY:

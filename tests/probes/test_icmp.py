@@ -538,8 +538,8 @@ async def test_icmp_errors_are_attributed_to_their_probe(
         engine.send(address, address, 0.3)
     assert results.items == []  # the send error too comes from the loop, not from send()
     engine.send("prohibited", PROHIBITED, 0.3)
-    # Block the loop so the error for PROHIBITED is pending on the socket (sk_err)
-    # when the next sendto runs: that send must still go out.
+    # Block the loop so the errors are still pending on the socket (sk_err) when the
+    # next sendto runs; a ping socket's sendto reports them, yet this send must go out.
     time.sleep(0.05)  # noqa: ASYNC251
     engine.send("after", ROUTER, 0.3)
     by_target = {result.target: result for result in await results.wait(1.0)}
