@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any
 
-from monitor._problems import ConfigError, Document, Problem, unknown_name
+from monitor._problems import ConfigError, Document, Problem, show, unknown_name
 
 # column -> where its cell goes in a site
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -63,7 +63,7 @@ def _check_header(header: list[str], file: str) -> None:
         if column not in COLUMNS
     ]
     problems += [
-        Problem(file, 1, "header", f'column "{column}" appears twice; keep one')
+        Problem(file, 1, "header", f"column {show(column)} appears twice; keep one")
         for i, column in enumerate(header)
         if column in header[:i]
     ]

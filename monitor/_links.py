@@ -42,15 +42,13 @@ def link_problems(
         for field in ("parent", "district"):
             target = text(site, field)
             if target is not None and target not in index:
-                message = (
-                    f'{field} "{target}" is not the id of any site{did_you_mean(target, index)}; '
-                    "name a site listed under sites:"
-                )
+                hint = did_you_mean(target, index)
+                message = f"{field} {show(target)} is not the id of any site{hint}; use a listed id"
                 found.append((("sites", i, field), message))
     parents = {site_id: text(sites[i], "parent") for site_id, i in index.items()}
     for loop in _loops(parents):
         turn = loop.index(min(loop, key=index.__getitem__))
-        chain = " -> ".join([*loop[turn:], *loop[:turn], loop[turn]])
+        chain = " -> ".join(map(show, [*loop[turn:], *loop[:turn], loop[turn]]))
         message = f"the parents go round in a loop: {chain}; give one of these sites another parent"
         found.append((("sites", index[loop[turn]], "parent"), message))
     return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pydantic_core import ErrorDetails
 Loc = tuple[str | int, ...]
 
 _SHOWN_CHARS = 60
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +71,26 @@ def field_path(loc: Sequence[str | int]) -> str:
     """``("sites", 3, "address")`` -> ``sites[3].address``."""
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            # a key of the user's may be empty or hold dots, spaces or line breaks
+            name = part if _PLAIN_KEY.fullmatch(part) else quote(part)
+            path += f".{name}" if path else name
     return path
+
+
+def quote(text: str) -> str:
+    """``text`` in double quotes, escaped so that a problem stays on one line and readable."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = (c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return f'"{"".join(escaped)}"'
 
 
 def show(value: object) -> str:
     """A value as the user wrote it, in quotes if it is text, cut short if long."""
     if isinstance(value, str):
-        text = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…"
-        return f'"{text}"'
+        return quote(value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…")
     if isinstance(value, bool):
         return f"{str(value).lower()} (YAML reads yes/no/on/off/true/false as a boolean)"
     if value is None:
@@ -101,7 +114,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 def unknown_name(what: str, name: str, allowed: Sequence[str]) -> str:
     hint = did_you_mean(name, allowed)
-    return f'unknown {what} "{name}"{hint}; allowed {what}s are: {", ".join(allowed)}'
+    return f"unknown {what} {show(name)}{hint}; allowed {what}s are: {', '.join(allowed)}"
 
 
 def explain(
