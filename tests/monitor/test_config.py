@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -570,3 +571,22 @@ YAMLISH = st.text(alphabet=st.sampled_from(list("sites:-[]{}&*!|>'\"%@`#,?<=~ \n
 @given(YAMLISH | st.text())
 def test_random_text_loads_or_raises_config_error(text: str) -> None:
     loads_or_explains(text)
+
+
+CSV_CELLS = st.sampled_from(["id", "name", "tier", "address", "parent", "hall", "127.10.0.1"])
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.lists(CSV_CELLS | st.text(max_size=10), max_size=6), max_size=5)
+    | st.text(alphabet=st.sampled_from(list('id,name"\n\r\x00x'))),
+)
+def test_random_csv_loads_or_raises_config_error(table: list[list[str]] | str) -> None:
+    rows = table if isinstance(table, str) else "\n".join(",".join(row) for row in table)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "sites.csv"
+        path.write_text(rows, encoding="utf-8")
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            assert len(str(exc).splitlines()) == len(exc.problems)
