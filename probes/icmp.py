@@ -54,6 +54,11 @@ _COOKIE: Final = os.urandom(8)
 _DRAIN_BATCH: Final = 4096
 # IPv6 routers quote up to the minimum MTU of the offending packet (RFC 4443 2.4(c)).
 _MIN_RECEIVE: Final = 1280
+# Timeouts fire up to this late, in batches. Answered probes keep their deadline in
+# the heap, so an exact timer woke the loop about once per probe sent (measured: 4,770
+# timer wake-ups in 10 s at 1,000 targets/s with nothing lost). Lateness is judged on
+# the kernel timestamp, so the slack changes only when a TIMEOUT is reported.
+_TIMER_SLACK: Final = 0.01
 _IP_HEADER_MAX: Final = 60
 
 _REPLY: Final = Outcome.REPLY
@@ -265,8 +270,8 @@ class IcmpEngine:
         pending[key] = probe
         self._unresolved += 1
         heappush(self._deadlines, (probe.deadline, key))
-        if probe.deadline < self._timer_at:
-            self._arm(loop, probe.deadline)
+        if probe.deadline + _TIMER_SLACK < self._timer_at:
+            self._arm(loop, probe.deadline + _TIMER_SLACK)
 
     def _send_error(
         self,
@@ -318,7 +323,7 @@ class IcmpEngine:
             if probe is not None and probe.deadline <= now:
                 self._expire_probe(key, probe)
         if deadlines:
-            self._arm(loop, deadlines[0][0])
+            self._arm(loop, deadlines[0][0] + _TIMER_SLACK)
 
     def _expire_probe(self, key: tuple[str, int], probe: _Probe) -> None:
         del self._pending[key]
