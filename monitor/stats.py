@@ -9,6 +9,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 # (sent_at, rtt or None for a probe that got no reply), as the window keeps them
 Sample = tuple[float, float | None]
@@ -48,7 +49,7 @@ def jitter(rtts: Sequence[float]) -> float | None:
     """
     if len(rtts) < 2:
         return None
-    return sum(abs(b - a) for a, b in zip(rtts, rtts[1:], strict=False)) / (len(rtts) - 1)
+    return sum(abs(b - a) for a, b in pairwise(rtts)) / (len(rtts) - 1)
 
 
 def r_factor(avg_rtt: float, jitter_s: float, loss_ratio: float) -> float:
@@ -63,8 +64,12 @@ def r_factor(avg_rtt: float, jitter_s: float, loss_ratio: float) -> float:
 
 
 def mos_from_r(r: float) -> float:
-    """Mean opinion score (1–4.5) from an R-factor (ITU-T G.107 Annex B)."""
-    return 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)
+    """Mean opinion score (1–4.5) from an R-factor (ITU-T G.107 Annex B).
+
+    The cubic dips below 1 for 0 < R < 6.5; G.107 defines MOS as 1 at the bottom of
+    the scale, so it is clamped (found by the property test).
+    """
+    return min(4.5, max(1.0, 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)))
 
 
 def summarize(samples: Sequence[Sample]) -> WindowStats:

@@ -111,3 +111,9 @@ def test_summarize_invariants(samples: list[tuple[float, float | None]]) -> None
         assert s.rtt_min is not None and s.rtt_max is not None
         assert s.rtt_median is not None and s.rtt_p95 is not None
         assert s.rtt_min <= s.rtt_median <= s.rtt_p95 <= s.rtt_max
+
+
+def test_mos_stays_on_its_scale_where_the_cubic_dips_below_one() -> None:
+    assert 1 + 0.035 * 4.2 + 7e-6 * 4.2 * (4.2 - 60) * (100 - 4.2) < 1
+    assert mos_from_r(4.2) == 1.0
+    assert mos_from_r(93.2) == pytest.approx(4.41, abs=0.01)
