@@ -48,7 +48,7 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.3f}"
 
 
-async def _probe(address: str, count: int, interval: float, timeout: float, size: int) -> int:
+async def _probe(address: str, count: int, interval: float, wait: float, size: int) -> int:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(address, None, type=socket.SOCK_RAW)
@@ -59,7 +59,7 @@ async def _probe(address: str, count: int, interval: float, timeout: float, size
     ip = str(infos[0][4][0])
     print(f"PROBE {address} ({ip}): {size} data bytes, {count} probes every {interval:g} s")
     samples: list[tuple[float, float | None]] = []
-    async for result in ping(ip, count=count, interval=interval, timeout=timeout,
+    async for result in ping(ip, count=count, interval=interval, timeout=wait,
                              payload_size=size):
         samples.append((result.sent_at, result.rtt))
         if result.outcome is Outcome.REPLY:

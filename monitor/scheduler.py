@@ -114,9 +114,9 @@ class Scheduler:
                 if task is not None:
                     task.cancel()
         for site_id, target in new.items():
-            old = self._targets.get(site_id)
-            if old is not None and old.active:
-                new[site_id] = old
+            current = self._targets.get(site_id)
+            if current is not None and current.active:
+                new[site_id] = current
                 continue
             self._never_sent.add(site_id)
             first = now + phase_fraction(site_id) * target.interval

@@ -59,6 +59,7 @@ class SiteState:
         self.last_result_at = result.sent_at
         rtt = result.rtt if result.outcome is Outcome.REPLY else None
         self.window.add(result.sent_at, rtt)
+        up: bool | None
         if rtt is not None:
             self.received += 1
             self.rtt_sum += rtt
@@ -70,11 +71,8 @@ class SiteState:
                 reason = result.outcome.value
                 self.errors[reason] = self.errors.get(reason, 0) + 1
             self.consecutive_lost += 1
-            if self.consecutive_lost >= self.settings.down_after:
-                up = False
-            else:
-                # A few lost packets do not change what we know: still up, or still unknown.
-                up = self.up
+            # A few lost packets do not change what we know: still up, or still unknown.
+            up = False if self.consecutive_lost >= self.settings.down_after else self.up
         changed = up != self.up
         self.up = up
         return changed
@@ -104,7 +102,7 @@ class SiteTable:
         if state.record(result):
             site = state.site
             # The first reply after start is not news; every later change is, once.
-            emit = log.debug if was is None and state.up else log.warning if not state.up else log.info
+            emit = log.warning if not state.up else log.debug if was is None else log.info
             emit(
                 "site_up" if state.up else "site_down",
                 site=site.id,

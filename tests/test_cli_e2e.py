@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,18 +29,23 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, 
         return exc.code, exc.read(), dict(exc.headers)
 
 
+Daemon = tuple[subprocess.Popen[bytes], str, Path]
+
+
 @pytest.fixture(scope="module")
-def daemon() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor.cli", "run", "--listen", f"127.0.0.1:{port}",
-         "--log-format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = tmp_path_factory.mktemp("e2e") / "vcmon.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "run", "--listen", f"127.0.0.1:{port}",
+             "--log-format", "json"],
+            stdout=subprocess.DEVNULL, stderr=log_file)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert proc.poll() is None, log.read_text()
             try:
                 if fetch(f"{base}/-/ready")[0] == 200:
                     break
@@ -51,7 +57,7 @@ def daemon() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         # Ready means every site was sent one probe; give replies and the
         # down_after bookkeeping a few cycles before asserting on every site.
         time.sleep(3.5)
-        yield proc, base
+        yield proc, base, log
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -66,8 +72,8 @@ def scrape(base: str) -> str:
 
 
 def test_every_embedded_site_is_up_with_loopback_rtt(
-        daemon: tuple[subprocess.Popen[bytes], str]) -> None:
-    _, base = daemon
+        daemon: Daemon) -> None:
+    _, base, _ = daemon
     families = {f.name: f for f in text_string_to_metric_families(scrape(base))}
     up = {s.labels["site"]: s.value for s in families["vcmon_site_up"].samples}
     assert len(up) == 240
@@ -84,26 +90,26 @@ def test_every_embedded_site_is_up_with_loopback_rtt(
     assert min(sent.values()) >= 3
 
 
-def test_promtool_accepts_the_scrape(daemon: tuple[subprocess.Popen[bytes], str]) -> None:
-    _, base = daemon
+def test_promtool_accepts_the_scrape(daemon: Daemon) -> None:
+    _, base, _ = daemon
     assert promtool_check_metrics(scrape(base)) == ""
 
 
-def test_health_endpoints(daemon: tuple[subprocess.Popen[bytes], str]) -> None:
-    _, base = daemon
+def test_health_endpoints(daemon: Daemon) -> None:
+    _, base, _ = daemon
     assert fetch(f"{base}/-/healthy")[0] == 200
     assert fetch(f"{base}/-/ready")[0] == 200
     assert fetch(f"{base}/nope")[0] == 404
 
 
 def test_sigterm_stops_cleanly_within_two_seconds(
-        daemon: tuple[subprocess.Popen[bytes], str]) -> None:
-    proc, base = daemon
+        daemon: Daemon) -> None:
+    proc, base, log = daemon
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(5)
     elapsed = time.monotonic() - started
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    stderr = log.read_text()
     assert code == 0, stderr
     assert elapsed < 2.0
     assert "Traceback" not in stderr

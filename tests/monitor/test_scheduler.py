@@ -119,7 +119,7 @@ async def test_a_stalled_loop_skips_cycles_instead_of_sending_a_backlog() -> Non
     task = asyncio.create_task(scheduler.run())
     await asyncio.sleep(0.12)
     before = len(rec.sends["s"])
-    time.sleep(0.3)  # block the loop for six intervals
+    time.sleep(0.3)  # noqa: ASYNC251 -- blocking the loop for six intervals is the test
     await asyncio.sleep(0.01)
     task.cancel()
     assert len(rec.sends["s"]) - before <= 1
