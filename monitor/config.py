@@ -12,7 +12,7 @@ import re
 import unicodedata
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
@@ -42,7 +42,10 @@ from monitor._problems import (
     show,
     unknown_name,
 )
+from monitor._site_types import Provision, Tier
 from monitor._yamlpos import load_yaml
+from monitor.schedule import Schedule, schedule_references
+from monitor.thresholds import HealthSettings, ThresholdOverrides, Thresholds
 
 __all__ = [
     "Config",
@@ -60,13 +63,10 @@ __all__ = [
     "parse_config",
 ]
 
-Tier = Literal["province", "district", "commune", "unit"]
-# vnpt: the telecom-provisioned 3-tier links; contract: sites added under a rental contract
-Provision = Literal["vnpt", "contract"]
 
 # Validated by the Config model itself, but reported from the raw document by the loader,
 # which can do so even when other parts of the file are invalid, and knows the lines.
-_RECHECKED = frozenset({"site_links", "probe_settings"})
+_RECHECKED = frozenset({"site_links", "probe_settings", "schedule_references"})
 _LOADER_FIELDS = frozenset({"source"})
 
 
@@ -233,6 +233,7 @@ class Site(BaseModel):
     address: Annotated[str, AfterValidator(check_address)]
     contact: Contact | None = None
     probe: ProbeOverrides | None = None
+    thresholds: ThresholdOverrides | None = None
 
     @field_validator("contract")
     @classmethod
@@ -271,6 +272,8 @@ class Config(BaseModel):
 
     listen: Annotated[str, AfterValidator(check_listen)] = "127.0.0.1:9470"
     defaults: ProbeSettings = Field(default_factory=ProbeSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    schedule: Schedule = Field(default_factory=Schedule)
     sites: list[Site]
     source: str = "<embedded>"
 
@@ -297,6 +300,9 @@ class Config(BaseModel):
         ]
         if found:
             raise _summary("probe_settings", found)
+        found = schedule_references(self.schedule.model_dump(), {site.id for site in self.sites})
+        if found:
+            raise _summary("schedule_references", found)
         self._by_id = {site.id: site for site in self.sites}
         self._children = {site.id: [] for site in self.sites}
         for site in self.sites:
@@ -307,6 +313,10 @@ class Config(BaseModel):
     def settings_for(self, site: Site) -> ProbeSettings:
         """The site's probe settings: the defaults with its ``probe:`` overrides applied."""
         return self.defaults if site.probe is None else _merged(self.defaults, site.probe)
+
+    def thresholds_for(self, site: Site) -> Thresholds:
+        """Default thresholds, then the site's tier's, then the site's own."""
+        return self.health.thresholds_for(site.tier, site.thresholds)
 
     def site(self, site_id: str) -> Site:
         return self._by_id[site_id]
@@ -385,6 +395,8 @@ def _recheck(document: Document) -> list[Found]:
         return []
     raw = [site if isinstance(site, dict) else {} for site in sites]
     found = link_problems(raw, lambda i: f"sites[{i}] (line {document.line(('sites', i))})")
+    ids = {site["id"] for site in raw if isinstance(site.get("id"), str)}
+    found += schedule_references(document.data.get("schedule"), ids)
     try:
         defaults = ProbeSettings.model_validate(document.data.get("defaults", {}))
     except ValidationError:
