@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections import Counter
 
 import structlog
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor import __version__
 from monitor.config import Config, ProbeSettings
+from monitor.health import HealthTracker, StateChange, Status
 from monitor.http import HttpServer
 from monitor.metrics import DaemonMetrics, SiteCollector
 from monitor.scheduler import Scheduler, SendFn, Target
@@ -33,6 +35,7 @@ class Daemon:
         self.listen = listen or config.listen
         self.registry = registry if registry is not None else CollectorRegistry()
         self.table = SiteTable(config)
+        self.health = HealthTracker(config, time.time())
         self.metrics = DaemonMetrics(self.registry)
         self.engines: dict[tuple[str, int], IcmpEngine] = {}
         self.scheduler = Scheduler(self.table.record,
@@ -52,6 +55,10 @@ class Daemon:
     @property
     def skipped_cycles(self) -> int:
         return self.scheduler.skipped_cycles
+
+    @property
+    def scheduler_sends(self) -> int:
+        return self.scheduler.sends
 
     @property
     def ready(self) -> bool:
@@ -82,10 +89,30 @@ class Daemon:
         self._stop = asyncio.Event()
         self.scheduler.set_targets(await self.targets(self.config))
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
         await self.http.start(self.listen)
         modes = sorted({engine.mode for engine in self.engines.values()})
         log.info("started", version=__version__, sites=len(self.table), listen=self.listen,
                  source=self.config.source, icmp_socket=",".join(modes))
+
+    async def _watch_health(self) -> None:
+        """Re-derive every site's health once per tick; judge thresholds less often."""
+        shortest = min(s.interval for s in map(self.config.settings_for, self.config.sites))
+        # Down is noticed within one tick of the losses that make it: a second at the
+        # default interval, faster for sites probed faster.
+        tick = min(1.0, shortest)
+        every = self.config.health.evaluate_every
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + tick
+        next_evaluation = loop.time() + every
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            next_tick += tick
+            evaluate = loop.time() >= next_evaluation
+            if evaluate:
+                next_evaluation += every
+            for change in self.health.update(self.table, time.time(), evaluate=evaluate):
+                _log_change(change)
 
     def request_stop(self) -> None:
         if self._stop is not None:
@@ -120,3 +147,16 @@ class Daemon:
             await self.shutdown()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+
+def _log_change(change: StateChange) -> None:
+    site = change.site
+    if change.before is Status.UNKNOWN and change.after is Status.OK:
+        emit = log.debug  # every site does this once at start: not news
+    elif change.after in (Status.DOWN, Status.DEGRADED):
+        emit = log.warning
+    else:
+        emit = log.info
+    emit("state_change", site=site.id, name=site.name, tier=site.tier, district=site.district,
+         before=change.before.value, after=change.after.value, reason=change.reason,
+         **change.measurements)

@@ -22,8 +22,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from monitor import __version__
+from monitor.health import HealthTracker, SiteHealth, Status
 from monitor.state import RTT_BUCKETS, SiteTable
 from monitor.stats import WindowStats
+from monitor.thresholds import THRESHOLD_NAMES
 
 SITE_LABELS = ["site", "tier", "district", "provision"]
 _BUCKET_BOUNDS = [repr(b) for b in RTT_BUCKETS] + ["+Inf"]
@@ -46,6 +48,12 @@ class StateSource(Protocol):
     @property
     def skipped_cycles(self) -> int: ...
 
+    @property
+    def scheduler_sends(self) -> int: ...
+
+    @property
+    def health(self) -> HealthTracker: ...
+
 
 class SiteCollector(Collector):
     """Renders every site's counters, histogram and window statistics at scrape time."""
@@ -60,7 +68,7 @@ class SiteCollector(Collector):
         now = table.clock()
         info = GaugeMetricFamily(
             "vcmon_site_info", "Site metadata; join on site for names and addresses.",
-            labels=[*SITE_LABELS, "name", "parent", "address"])
+            labels=[*SITE_LABELS, "name", "parent", "address", "contact_name", "contact_phone"])
         up = GaugeMetricFamily(
             "vcmon_site_up",
             "1 if the site answered within its last down_after probes, 0 if not.",
@@ -96,10 +104,18 @@ class SiteCollector(Collector):
         window_sent = GaugeMetricFamily(
             "vcmon_site_window_packets", "Probes resolved within the site's window.",
             labels=SITE_LABELS)
+        health = _HealthFamilies()
+        sites_health = self._source.health.sites
         for state in table:
             site = state.site
             labels = [site.id, site.tier, site.district or site.id, site.provision]
-            info.add_metric([*labels, site.name, site.parent or "", site.address], 1)
+            contact = site.contact
+            info.add_metric([*labels, site.name, site.parent or "", site.address,
+                             (contact and contact.name) or "", (contact and contact.phone) or ""],
+                            1)
+            site_health = sites_health.get(site.id)
+            if site_health is not None:
+                health.add(labels, site_health)
             if state.up is not None:
                 up.add_metric(labels, 1 if state.up else 0)
             sent.add_metric(labels, state.sent)
@@ -135,8 +151,58 @@ class SiteCollector(Collector):
             "vcmon_scheduler_skipped_cycles",
             "Probe cycles skipped because the daemon was stalled for over an interval.",
             value=self._source.skipped_cycles)
+        sends = CounterMetricFamily(
+            "vcmon_scheduler_sends", "Probes the scheduler sent; a flat rate means a stalled loop.",
+            value=self._source.scheduler_sends)
+        active = GaugeMetricFamily("vcmon_conference_active",
+                                   "1 while the conference session is on.", labels=["conference"])
+        preflight = GaugeMetricFamily(
+            "vcmon_conference_preflight",
+            "1 during the pre-flight window before the session starts.", labels=["conference"])
+        for name, is_active, is_preflight in self._source.health.conference_phases(now):
+            active.add_metric([name], 1 if is_active else 0)
+            preflight.add_metric([name], 1 if is_preflight else 0)
         yield from (info, up, sent, received, errors, hist, rtt, jitter, loss, mos, rfactor,
-                    window_sent, sites, ignored, skipped)
+                    window_sent, *health.families(), sites, ignored, skipped, sends, active,
+                    preflight)
+
+
+class _HealthFamilies:
+    """The health series of every site, filled one site at a time."""
+
+    def __init__(self) -> None:
+        self.status = GaugeMetricFamily(
+            "vcmon_site_status", "1 for the site's current status, 0 for the others.",
+            labels=[*SITE_LABELS, "status"])
+        self.exceeded = GaugeMetricFamily(
+            "vcmon_site_threshold_exceeded",
+            "1 if the last evaluation found the threshold crossed.",
+            labels=[*SITE_LABELS, "threshold"])
+        self.upstream_down = GaugeMetricFamily(
+            "vcmon_site_upstream_down", "1 if a site upstream of this one is down.",
+            labels=SITE_LABELS)
+        self.behind = GaugeMetricFamily(
+            "vcmon_site_unreachable_behind",
+            "Sites unreachable because this site is down.", labels=SITE_LABELS)
+        self.changes = CounterMetricFamily(
+            "vcmon_site_state_changes", "Status changes of the site.", labels=SITE_LABELS)
+        self.since = GaugeMetricFamily(
+            "vcmon_site_status_since_timestamp_seconds",
+            "When the site entered its current status (Unix time).", labels=SITE_LABELS)
+
+    def add(self, labels: list[str], h: SiteHealth) -> None:
+        for status in Status:
+            self.status.add_metric([*labels, status.value], 1 if h.status is status else 0)
+        for name in THRESHOLD_NAMES:
+            self.exceeded.add_metric([*labels, name], 1 if name in h.exceeded else 0)
+        self.upstream_down.add_metric(labels, 1 if h.status is Status.UNREACHABLE else 0)
+        self.behind.add_metric(labels, h.unreachable_behind)
+        self.changes.add_metric(labels, h.changes)
+        self.since.add_metric(labels, h.since)
+
+    def families(self) -> tuple[Metric, ...]:
+        return (self.status, self.exceeded, self.upstream_down, self.behind, self.changes,
+                self.since)
 
 
 class DaemonMetrics:

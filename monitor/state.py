@@ -7,13 +7,9 @@ import math
 import time
 from collections.abc import Callable, Iterator
 
-import structlog
-
 from monitor.config import Config, ProbeSettings, Site
 from monitor.stats import SiteWindow
 from probes import Outcome, ProbeResult
-
-log = structlog.get_logger("vcmon.state")
 
 # Exponential from 50 µs (loopback and LAN) doubling to ~3.3 s (a satellite hop with
 # queueing), as smokeping_prober does: 17 buckets cover every RTT a probe can report.
@@ -26,6 +22,7 @@ class SiteState:
     __slots__ = (
         "bucket_counts",
         "consecutive_lost",
+        "consecutive_received",
         "errors",
         "last_result_at",
         "received",
@@ -50,11 +47,12 @@ class SiteState:
         self.bucket_counts = [0] * (len(RTT_BUCKETS) + 1)
         self.rtt_sum = 0.0
         self.consecutive_lost = 0
+        self.consecutive_received = 0
         self.up: bool | None = None  # None until a reply or ``down_after`` losses
         self.last_result_at: float | None = None
 
-    def record(self, result: ProbeResult) -> bool:
-        """Take one result; return True when the site's up/down changed."""
+    def record(self, result: ProbeResult) -> None:
+        """Take one result."""
         self.sent += 1
         self.last_result_at = result.sent_at
         rtt = result.rtt if result.outcome is Outcome.REPLY else None
@@ -65,17 +63,17 @@ class SiteState:
             self.rtt_sum += rtt
             self.bucket_counts[bisect.bisect_left(RTT_BUCKETS, rtt)] += 1
             self.consecutive_lost = 0
+            self.consecutive_received += 1
             up = True
         else:
             if result.outcome is not Outcome.TIMEOUT:
                 reason = result.outcome.value
                 self.errors[reason] = self.errors.get(reason, 0) + 1
             self.consecutive_lost += 1
+            self.consecutive_received = 0
             # A few lost packets do not change what we know: still up, or still unknown.
             up = False if self.consecutive_lost >= self.settings.down_after else self.up
-        changed = up != self.up
         self.up = up
-        return changed
 
 
 class SiteTable:
@@ -98,19 +96,4 @@ class SiteTable:
         if state is None:
             # A probe sent before a reload removed its site: nobody reads it any more.
             return
-        was = state.up
-        if state.record(result):
-            site = state.site
-            # The first reply after start is not news; every later change is, once.
-            emit = log.warning if not state.up else log.debug if was is None else log.info
-            emit(
-                "site_up" if state.up else "site_down",
-                site=site.id,
-                name=site.name,
-                address=result.address,
-                tier=site.tier,
-                district=site.district,
-                outcome=result.outcome.value,
-                detail=result.detail or None,
-                consecutive_lost=state.consecutive_lost,
-            )
+        state.record(result)

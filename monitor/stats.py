@@ -118,17 +118,18 @@ class SiteWindow:
     def add(self, sent_at: float, rtt: float | None) -> None:
         self._samples.append((sent_at, rtt))
 
-    def samples(self, now: float) -> list[Sample]:
-        """The window's samples in send order (results resolve out of order: timeouts last)."""
+    def samples(self, now: float, since: float = 0.0) -> list[Sample]:
+        """The window's samples sent at or after ``since``, in send order."""
         horizon = now - self.length
         while self._samples and self._samples[0][0] < horizon:
             self._samples.popleft()
         # Timeouts resolve after later replies, so the deque is only nearly sorted;
         # a late timeout older than the horizon can sit behind newer samples.
-        return sorted((s for s in self._samples if s[0] >= horizon), key=_sent_at)
+        start = max(horizon, since)
+        return sorted((s for s in self._samples if s[0] >= start), key=_sent_at)
 
-    def stats(self, now: float) -> WindowStats:
-        return summarize(self.samples(now))
+    def stats(self, now: float, since: float = 0.0) -> WindowStats:
+        return summarize(self.samples(now, since))
 
 
 def _sent_at(sample: Sample) -> float:

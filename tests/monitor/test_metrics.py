@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.config import parse_config
+from monitor.health import HealthTracker
 from monitor.metrics import DaemonMetrics, SiteCollector
 from monitor.state import SiteTable
 from probes import Outcome, ProbeResult
@@ -37,9 +39,12 @@ NOW = 1_000_000.0
 
 class Source:
     def __init__(self) -> None:
-        self.table = SiteTable(parse_config(CONFIG), clock=lambda: NOW)
+        config = parse_config(CONFIG)
+        self.table = SiteTable(config, clock=lambda: NOW)
+        self.health = HealthTracker(config, NOW - 60)
         self.ignored_packets: Counter[str] = Counter(foreign=3, late=1)
         self.skipped_cycles = 0
+        self.scheduler_sends = 7
 
 
 def reply(site: str, at: float, rtt: float) -> ProbeResult:
@@ -58,6 +63,7 @@ def scraped() -> tuple[CollectorRegistry, Source]:
     source.table.record(reply("tinh", NOW - 100, 5.0))  # outside the 60 s window
     source.table.record(lost("xa-lac-ve", NOW - 3))
     source.table.record(lost("xa-lac-ve", NOW - 2, Outcome.UNREACHABLE))
+    source.health.update(source.table, NOW, evaluate=True)
     registry = CollectorRegistry()
     DaemonMetrics(registry)
     registry.register(SiteCollector(source))
@@ -111,7 +117,8 @@ def test_down_site_and_errors(scraped: tuple[CollectorRegistry, Source]) -> None
 
 def test_info_carries_vietnamese_names(scraped: tuple[CollectorRegistry, Source]) -> None:
     registry, _ = scraped
-    info = {**XA, "name": "UBND xã Lạc Vệ", "parent": "tinh", "address": "127.0.0.11"}
+    info = {**XA, "name": "UBND xã Lạc Vệ", "parent": "tinh", "address": "127.0.0.11",
+            "contact_name": "", "contact_phone": ""}
     assert registry.get_sample_value("vcmon_site_info", info) == 1
     assert "UBND xã Lạc Vệ".encode() in generate_latest(registry)
 
@@ -122,6 +129,7 @@ def test_self_metrics(scraped: tuple[CollectorRegistry, Source]) -> None:
     assert value("vcmon_sites_configured", {"tier": "commune", "provision": "contract"}) == 1
     assert value("vcmon_icmp_packets_ignored_total", {"reason": "foreign"}) == 3
     assert value("vcmon_scheduler_skipped_cycles_total") == 0
+    assert value("vcmon_scheduler_sends_total") == 7
     assert value("vcmon_scheduler_lag_seconds_count") == 0
     build = [s for m in registry.collect() if m.name == "vcmon_build_info" for s in m.samples]
     assert len(build) == 1 and build[0].value == 1
@@ -137,3 +145,53 @@ def test_removed_sites_vanish(scraped: tuple[CollectorRegistry, Source]) -> None
 def test_promtool_finds_nothing(scraped: tuple[CollectorRegistry, Source]) -> None:
     registry, _ = scraped
     assert promtool_check_metrics(generate_latest(registry).decode()) == ""
+
+
+def test_health_series(scraped: tuple[CollectorRegistry, Source]) -> None:
+    registry, _ = scraped
+    value = registry.get_sample_value
+    # the commune is down: its own two probes were lost (down_after 2)
+    assert value("vcmon_site_status", {**XA, "status": "down"}) == 1
+    assert value("vcmon_site_status", {**XA, "status": "ok"}) == 0
+    assert value("vcmon_site_status", {**LABELS, "status": "ok"}) == 1
+    statuses = [s for m in registry.collect() if m.name == "vcmon_site_status"
+                for s in m.samples if s.labels["site"] == "tinh"]
+    assert sorted(s.labels["status"] for s in statuses) == [
+        "degraded", "down", "maintenance", "ok", "unknown", "unreachable"]
+    assert value("vcmon_site_threshold_exceeded", {**LABELS, "threshold": "loss"}) == 0
+    assert value("vcmon_site_upstream_down", XA) == 0
+    assert value("vcmon_site_unreachable_behind", XA) == 0
+    assert value("vcmon_site_state_changes_total", XA) == 1
+    assert value("vcmon_site_status_since_timestamp_seconds", XA) == NOW
+
+
+def test_conference_phases() -> None:
+    config = parse_config(CONFIG + """
+schedule:
+  preflight: 30m
+  conferences:
+    - {name: sang-27, start: "2026-03-27 07:30", end: "2026-03-27 11:30"}
+    - {name: chieu-27, start: "2026-03-27 13:30", end: "2026-03-27 17:00"}
+""")
+
+    class At(Source):
+        def __init__(self, when: str) -> None:
+            super().__init__()
+            self.health = HealthTracker(config, NOW)
+            self.when = datetime.fromisoformat(when).timestamp()
+            self.table = SiteTable(config, clock=lambda: self.when)
+
+    def phases(when: str) -> dict[tuple[str, str], float | None]:
+        registry = CollectorRegistry()
+        registry.register(SiteCollector(At(when)))
+        return {(metric, name): registry.get_sample_value(metric, {"conference": name})
+                for metric in ("vcmon_conference_active", "vcmon_conference_preflight")
+                for name in ("sang-27", "chieu-27")}
+
+    at_0715 = phases("2026-03-27T07:15:00+07:00")
+    assert at_0715[("vcmon_conference_preflight", "sang-27")] == 1
+    assert at_0715[("vcmon_conference_active", "sang-27")] == 0
+    assert at_0715[("vcmon_conference_preflight", "chieu-27")] == 0
+    at_0800 = phases("2026-03-27T01:00:00+00:00")  # 08:00 in Hà Nội
+    assert at_0800[("vcmon_conference_active", "sang-27")] == 1
+    assert at_0800[("vcmon_conference_preflight", "sang-27")] == 0

@@ -1,0 +1,204 @@
+"""Health of each site: ok, degraded, down, unreachable, unknown or maintenance.
+
+``down`` is judged per packet (``down_after`` consecutive losses, fast, so a page
+goes out within seconds); ``degraded`` is judged on the statistics window every
+``evaluate_every`` seconds, with hysteresis so one lost packet never flaps a site.
+A site behind a down site is ``unreachable``: its own state is unknown and the root
+cause is upstream, so only the upstream site pages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from monitor.config import Config, Site
+from monitor.state import SiteState, SiteTable
+from monitor.stats import WindowStats
+from monitor.thresholds import THRESHOLD_NAMES, HealthSettings, Thresholds
+
+
+class Status(StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    UNREACHABLE = "unreachable"
+    UNKNOWN = "unknown"
+    MAINTENANCE = "maintenance"
+
+
+def exceeded(stats: WindowStats, limits: Thresholds, health: HealthSettings) -> tuple[str, ...]:
+    """The thresholds this window crosses, in ``THRESHOLD_NAMES`` order."""
+    crossed: set[str] = set()
+    if stats.received >= health.min_replies:
+        if stats.rtt_avg is not None and stats.rtt_avg > limits.rtt:
+            crossed.add("rtt")
+        if stats.jitter is not None and stats.jitter > limits.jitter:
+            crossed.add("jitter")
+        if stats.mos is not None and stats.mos < limits.mos:
+            crossed.add("mos")
+    lost = stats.sent - stats.received
+    if stats.loss_ratio is not None and lost >= health.min_lost and stats.loss_ratio > limits.loss:
+        crossed.add("loss")
+    return tuple(name for name in THRESHOLD_NAMES if name in crossed)
+
+
+def describe(crossed: tuple[str, ...], stats: WindowStats, limits: Thresholds) -> str:
+    """A technician's sentence: which measurement is over which limit."""
+    parts = []
+    for name in crossed:
+        if name == "rtt" and stats.rtt_avg is not None:
+            parts.append(f"RTT {stats.rtt_avg * 1000:.1f} ms > {limits.rtt * 1000:g} ms")
+        elif name == "jitter" and stats.jitter is not None:
+            parts.append(f"jitter {stats.jitter * 1000:.1f} ms > {limits.jitter * 1000:g} ms")
+        elif name == "loss" and stats.loss_ratio is not None:
+            parts.append(f"loss {stats.loss_ratio:.1%} > {limits.loss:.1%}")
+        elif name == "mos" and stats.mos is not None:
+            parts.append(f"MOS {stats.mos:.2f} < {limits.mos:g}")
+    return ", ".join(parts)
+
+
+def measurements(stats: WindowStats) -> dict[str, Any]:
+    return {"rtt_avg": stats.rtt_avg, "jitter": stats.jitter, "loss_ratio": stats.loss_ratio,
+            "mos": stats.mos, "sent": stats.sent, "received": stats.received}
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    site: Site
+    before: Status
+    after: Status
+    reason: str
+    at: float
+    measurements: dict[str, Any]
+
+
+class SiteHealth:
+    """One site's health and the counters its hysteresis needs."""
+
+    __slots__ = ("ancestors", "bad_streak", "changes", "clean_since", "degraded",
+                 "degraded_reason", "exceeded", "good_streak", "limits", "own_down", "reason",
+                 "since", "site", "status", "unreachable_behind")
+
+    def __init__(self, site: Site, limits: Thresholds, ancestors: tuple[str, ...],
+                 now: float) -> None:
+        self.site = site
+        self.limits = limits
+        self.ancestors = ancestors  # nearest first
+        self.status = Status.UNKNOWN
+        self.reason = "no probe has resolved yet"
+        self.since = now
+        self.changes = 0
+        self.own_down = False
+        self.degraded = False
+        self.degraded_reason = ""
+        self.exceeded: tuple[str, ...] = ()
+        self.bad_streak = 0
+        self.good_streak = 0
+        # Statistics after an outage start here: the outage's losses must not make
+        # the site "degraded" once it answers again.
+        self.clean_since = 0.0
+        self.unreachable_behind = 0
+
+    def judge(self, stats: WindowStats, health: HealthSettings) -> None:
+        """One threshold evaluation, with hysteresis."""
+        crossed = exceeded(stats, self.limits, health)
+        self.exceeded = crossed
+        if crossed:
+            self.bad_streak += 1
+            self.good_streak = 0
+            self.degraded_reason = describe(crossed, stats, self.limits)
+        else:
+            self.good_streak += 1
+            self.bad_streak = 0
+        if not self.degraded and self.bad_streak >= health.enter_after:
+            self.degraded = True
+        elif self.degraded and self.good_streak >= health.leave_after:
+            self.degraded = False
+
+
+class HealthTracker:
+    """Turns the site table into health states; returns what changed."""
+
+    def __init__(self, config: Config, now: float) -> None:
+        self.config = config
+        self.settings = config.health
+        self.sites: dict[str, SiteHealth] = {
+            site.id: SiteHealth(site, config.thresholds_for(site), _ancestors(config, site), now)
+            for site in config.sites
+        }
+
+    def update(self, table: SiteTable, now: float, *, evaluate: bool) -> list[StateChange]:
+        """Recompute every site's status at wall-clock ``now``.
+
+        ``evaluate``: also judge thresholds (every ``evaluate_every`` seconds).
+        """
+        health = self.settings
+        for site_id, h in self.sites.items():
+            state = table.sites.get(site_id)
+            if state is None:
+                continue
+            self._track_down(h, state, now)
+            if evaluate and not h.own_down and state.up is not None:
+                h.judge(state.window.stats(now, since=h.clean_since), health)
+        moment = datetime.fromtimestamp(now, UTC)
+        changes = []
+        for h in self.sites.values():
+            h.unreachable_behind = 0
+        for site_id, h in self.sites.items():
+            status, reason = self._status(h, table.sites.get(site_id), moment)
+            if status is not h.status:
+                state = table.sites.get(site_id)
+                stats = state.window.stats(now) if state is not None else None
+                changes.append(StateChange(
+                    h.site, h.status, status, reason, now,
+                    measurements(stats) if stats is not None else {}))
+                h.status, h.since = status, now
+                h.changes += 1
+            h.reason = reason
+        return changes
+
+    def _track_down(self, h: SiteHealth, state: SiteState, now: float) -> None:
+        if not h.own_down and state.up is False:
+            h.own_down = True
+            h.degraded, h.bad_streak, h.good_streak, h.exceeded = False, 0, 0, ()
+            h.degraded_reason = ""
+        elif h.own_down and state.consecutive_received >= self.settings.recover_after:
+            h.own_down = False
+            h.clean_since = now
+
+    def _status(self, h: SiteHealth, state: SiteState | None,
+                moment: datetime) -> tuple[Status, str]:
+        window = self.config.schedule.maintenance_for(h.site.id, h.site.district, moment)
+        if window is not None:
+            return Status.MAINTENANCE, window.reason or "in a maintenance window"
+        # The root cause is the down site nearest the province: it carries the count.
+        for ancestor in reversed(h.ancestors):
+            upstream = self.sites.get(ancestor)
+            if upstream is not None and upstream.own_down:
+                upstream.unreachable_behind += 1
+                return Status.UNREACHABLE, f"upstream site {ancestor} is down"
+        if h.own_down:
+            lost = state.consecutive_lost if state is not None else 0
+            return Status.DOWN, f"no reply to the last {lost} probes"
+        if state is None or state.up is None:
+            return Status.UNKNOWN, "no probe has resolved yet"
+        if h.degraded:
+            return Status.DEGRADED, h.degraded_reason
+        return Status.OK, ""
+
+    def conference_phases(self, now: float) -> list[tuple[str, bool, bool]]:
+        moment = datetime.fromtimestamp(now, UTC)
+        return [(c.name, active, preflight)
+                for c, active, preflight in self.config.schedule.phases(moment)]
+
+
+def _ancestors(config: Config, site: Site) -> tuple[str, ...]:
+    chain = []
+    parent = site.parent
+    while parent is not None:
+        chain.append(parent)
+        parent = config.site(parent).parent
+    return tuple(chain)
