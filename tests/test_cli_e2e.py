@@ -82,6 +82,9 @@ def test_every_embedded_site_is_up_with_loopback_rtt(
                if s.labels["stat"] == "median"]
     assert len(medians) == 240
     assert max(medians) < 0.001
+    ok = [s.labels["site"] for s in families["vcmon_site_status"].samples
+          if s.labels["status"] == "ok" and s.value == 1]
+    assert len(ok) == 240
     info = families["vcmon_site_info"].samples
     assert len(info) == 240
     assert any("xã" in s.labels["name"] for s in info)
