@@ -68,7 +68,8 @@ class SiteCollector(Collector):
         now = table.clock()
         info = GaugeMetricFamily(
             "vcmon_site_info", "Site metadata; join on site for names and addresses.",
-            labels=[*SITE_LABELS, "name", "parent", "address", "contact_name", "contact_phone"])
+            labels=[*SITE_LABELS, "name", "parent", "address", "contact_name", "contact_phone",
+                    "contractor", "contract_reference"])
         up = GaugeMetricFamily(
             "vcmon_site_up",
             "1 if the site answered within its last down_after probes, 0 if not.",
@@ -109,10 +110,11 @@ class SiteCollector(Collector):
         for state in table:
             site = state.site
             labels = [site.id, site.tier, site.district or site.id, site.provision]
-            contact = site.contact
+            contact, contract = site.contact, site.contract
             info.add_metric([*labels, site.name, site.parent or "", site.address,
-                             (contact and contact.name) or "", (contact and contact.phone) or ""],
-                            1)
+                             (contact and contact.name) or "", (contact and contact.phone) or "",
+                             (contract and contract.contractor) or "",
+                             (contract and contract.reference) or ""], 1)
             site_health = sites_health.get(site.id)
             if site_health is not None:
                 health.add(labels, site_health)

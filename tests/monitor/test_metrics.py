@@ -118,7 +118,8 @@ def test_down_site_and_errors(scraped: tuple[CollectorRegistry, Source]) -> None
 def test_info_carries_vietnamese_names(scraped: tuple[CollectorRegistry, Source]) -> None:
     registry, _ = scraped
     info = {**XA, "name": "UBND xã Lạc Vệ", "parent": "tinh", "address": "127.0.0.11",
-            "contact_name": "", "contact_phone": ""}
+            "contact_name": "", "contact_phone": "", "contractor": "VNPT Bắc Ninh",
+            "contract_reference": "HĐ-01"}
     assert registry.get_sample_value("vcmon_site_info", info) == 1
     assert "UBND xã Lạc Vệ".encode() in generate_latest(registry)
 
