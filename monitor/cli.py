@@ -27,7 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level, args.log_format)
     config = _load(args.config)
-    asyncio.run(Daemon(config, listen=args.listen).serve())
+    asyncio.run(Daemon(config, config_path=args.config, listen=args.listen).serve())
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import signal
 import time
 from collections import Counter
@@ -12,11 +14,12 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
-from monitor.config import Config, ProbeSettings
+from monitor.config import Config, ConfigError, ProbeSettings, default_config, load_config
 from monitor.health import HealthTracker, StateChange, Status
 from monitor.http import HttpServer
 from monitor.metrics import DaemonMetrics, SiteCollector
 from monitor.scheduler import Scheduler, SendFn, Target
+from monitor.sdnotify import Notifier
 from monitor.state import SiteTable
 from probes import KINDS
 from probes.icmp import IcmpEngine
@@ -24,14 +27,20 @@ from probes.icmp import IcmpEngine
 log = structlog.get_logger("vcmon.daemon")
 
 # systemd's default stop timeout is 90 s, but operators expect an exporter to go in
-# well under a second; anything still running after this is cancelled.
-SHUTDOWN_GRACE = 1.5
+# seconds; in-flight probes get this long to resolve, anything still running after
+# it is cancelled.
+SHUTDOWN_GRACE = 1.0
 
 
 class Daemon:
-    def __init__(self, config: Config, *, listen: str | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, config: Config, *, config_path: str | None = None,
+                 listen: str | None = None, registry: CollectorRegistry | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
+        # None: the embedded inventory, which a reload reads again.
+        self.config_path = config_path
+        self.notifier = notifier if notifier is not None else Notifier()
+        self._reload_lock = asyncio.Lock()
         self.listen = listen or config.listen
         self.registry = registry if registry is not None else CollectorRegistry()
         self.table = SiteTable(config)
@@ -44,6 +53,7 @@ class Daemon:
         self.http = HttpServer(self)
         self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[list[str]]] = set()
 
     @property
     def ignored_packets(self) -> Counter[str]:
@@ -91,9 +101,65 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
         await self.http.start(self.listen)
+        self.metrics.config_loaded(success=True)
         modes = sorted({engine.mode for engine in self.engines.values()})
         log.info("started", version=__version__, sites=len(self.table), listen=self.listen,
                  source=self.config.source, icmp_socket=",".join(modes))
+        if self.notifier.watchdog_interval:
+            self._tasks.append(asyncio.create_task(self._feed_watchdog(), name="watchdog"))
+
+    async def reload(self) -> list[str]:
+        """Re-read the inventory; apply it if valid. Returns the problems ([] = applied)."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                problems = await self._reload()
+            finally:
+                self.notifier.ready()
+            return problems
+
+    async def _reload(self) -> list[str]:
+        loop = asyncio.get_running_loop()
+        path = self.config_path
+        try:
+            # Parsing tens of thousands of sites takes seconds: not on the probe loop.
+            loader = default_config if path is None else functools.partial(load_config, path)
+            config = await loop.run_in_executor(None, loader)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config_problem", file=problem.file, line=problem.line,
+                          field=problem.field, problem=problem.message)
+            log.error("reload_failed", source=path or "<embedded>", problems=len(exc.problems),
+                      keeping=self.config.source)
+            self.metrics.config_loaded(success=False)
+            return [str(problem) for problem in exc.problems]
+        if config.listen != self.config.listen:
+            log.warning("listen_unchanged", listen=self.listen, requested=config.listen,
+                        hint="the listen address changes on restart, not on reload")
+        before = set(self.table.sites)
+        # Table first, so that results of new sites have somewhere to go.
+        self.table.reconfigure(config)
+        self.health.reconfigure(config, time.time())
+        self.scheduler.set_targets(await self.targets(config))
+        self.config = config
+        self.metrics.config_loaded(success=True)
+        after = set(self.table.sites)
+        log.info("reloaded", source=config.source, sites=len(after),
+                 added=len(after - before), removed=len(before - after))
+        return []
+
+    async def _feed_watchdog(self) -> None:
+        """WATCHDOG=1 only while the schedule is being kept: a stalled loop gets restarted."""
+        interval = self.notifier.watchdog_interval
+        assert interval is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval / 2)
+            behind = self.scheduler.behind(loop.time())
+            if behind < interval / 2 and not self._tasks[0].done():
+                self.notifier.watchdog()
+            else:
+                log.error("probe_loop_stalled", behind_s=round(behind, 3))
 
     async def _watch_health(self) -> None:
         """Re-derive every site's health once per tick; judge thresholds less often."""
@@ -115,8 +181,13 @@ class Daemon:
                 _log_change(change)
 
     def request_stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
+        if self._stop is None:
+            return
+        if self._stop.is_set():
+            # A second Ctrl-C: the operator does not want to wait for the grace time.
+            log.warning("forced_exit")
+            os._exit(130)
+        self._stop.set()
 
     async def main_loop(self) -> None:
         assert self._stop is not None, "startup() first"
@@ -124,29 +195,51 @@ class Daemon:
 
     async def shutdown(self) -> None:
         """Stop intake, then let in-flight work end within the grace time, then cancel."""
+        self.notifier.stopping()
         for task in self._tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True),
                                    SHUTDOWN_GRACE)
         self._tasks.clear()
+        # Replies already on their way still count; waiting is bounded by the grace.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_GRACE
+        while any(e.pending_count for e in self.engines.values()) and loop.time() < deadline:  # noqa: ASYNC110 -- engines expose a count, not an event
+            await asyncio.sleep(0.02)
         await self.http.stop()
         for engine in self.engines.values():
             await engine.close()
         self.engines.clear()
         log.info("stopped")
 
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             await self.startup()
-            await self.main_loop()
+            stop = loop.create_task(self.main_loop())
+            first_cycle = loop.create_task(self.scheduler.first_cycle_done.wait())
+            await asyncio.wait((stop, first_cycle), return_when=asyncio.FIRST_COMPLETED)
+            if first_cycle.done():
+                # Every site has had its first probe and /metrics is serving.
+                self.notifier.ready(f"probing {len(self.table)} sites")
+            else:
+                first_cycle.cancel()
+            await stop
         finally:
             await self.shutdown()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in signals:
                 loop.remove_signal_handler(sig)
+            self.notifier.close()
 
 
 def _log_change(change: StateChange) -> None:

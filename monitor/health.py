@@ -123,12 +123,23 @@ class HealthTracker:
     """Turns the site table into health states; returns what changed."""
 
     def __init__(self, config: Config, now: float) -> None:
+        self.sites: dict[str, SiteHealth] = {}
+        self.reconfigure(config, now)
+
+    def reconfigure(self, config: Config, now: float) -> None:
+        """Apply a reloaded inventory: kept sites keep their status and hysteresis."""
         self.config = config
         self.settings = config.health
-        self.sites: dict[str, SiteHealth] = {
-            site.id: SiteHealth(site, config.thresholds_for(site), _ancestors(config, site), now)
-            for site in config.sites
-        }
+        sites = {}
+        for site in config.sites:
+            limits, ancestors = config.thresholds_for(site), _ancestors(config, site)
+            h = self.sites.get(site.id)
+            if h is None:
+                h = SiteHealth(site, limits, ancestors, now)
+            else:
+                h.site, h.limits, h.ancestors = site, limits, ancestors
+            sites[site.id] = h
+        self.sites = sites
 
     def update(self, table: SiteTable, now: float, *, evaluate: bool) -> list[StateChange]:
         """Recompute every site's status at wall-clock ``now``.

@@ -26,6 +26,7 @@ class HttpServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/-/healthy", self.healthy)
         app.router.add_get("/-/ready", self.ready)
+        app.router.add_post("/-/reload", self.reload)
         app.router.add_get("/", self.index)
         self.app = app
 
@@ -57,6 +58,13 @@ class HttpServer:
         if self._daemon.ready:
             return web.Response(text="vcmon is ready.\n")
         return web.Response(status=503, text="vcmon is starting: first probe cycle not done.\n")
+
+    async def reload(self, request: web.Request) -> web.Response:
+        problems = await self._daemon.reload()
+        if problems:
+            text = "reload failed; still running the previous configuration:\n"
+            return web.Response(status=400, text=text + "\n".join(problems) + "\n")
+        return web.Response(text="reloaded\n")
 
     async def index(self, request: web.Request) -> web.Response:
         return web.Response(

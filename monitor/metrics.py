@@ -12,7 +12,7 @@ from collections import Counter as _TallyCounter
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -222,9 +222,27 @@ class DaemonMetrics:
             "How late the sender woke for the earliest probe due, per wake-up.",
             buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=registry)
+        self.reload_successful = Gauge(
+            "vcmon_config_last_reload_successful",
+            "1 if the last configuration load succeeded, 0 if it was rejected.",
+            registry=registry)
+        self.reload_success_time = Gauge(
+            "vcmon_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (Unix time).",
+            registry=registry)
+        self.reloads = Counter(
+            "vcmon_config_reloads", "Configuration reloads, by result.", ["result"],
+            registry=registry)
         self.render_duration = Histogram(
             "vcmon_metrics_render_seconds", "Time to render /metrics.",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=registry)
+
+
+    def config_loaded(self, *, success: bool) -> None:
+        self.reload_successful.set(1 if success else 0)
+        if success:
+            self.reload_success_time.set_to_current_time()
+        self.reloads.labels(result="success" if success else "failure").inc()
 
 
 class _Constant(Collector):

@@ -130,6 +130,13 @@ class Scheduler:
             self.first_cycle_done.set()
         self._poke()
 
+    def behind(self, now: float) -> float:
+        """How far the earliest due probe is overdue: near 0 while the loop keeps up."""
+        heap = self._heap
+        while heap and not heap[0][2].active:
+            heapq.heappop(heap)
+        return max(0.0, now - heap[0][0]) if heap else 0.0
+
     def _poke(self) -> None:
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)

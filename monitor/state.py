@@ -37,8 +37,7 @@ class SiteState:
     def __init__(self, site: Site, settings: ProbeSettings) -> None:
         self.site = site
         self.settings = settings
-        per_window = math.ceil(settings.window / settings.interval) * settings.burst
-        self.window = SiteWindow(settings.window, max_samples=per_window + settings.burst + 16)
+        self.window = _window_for(settings)
         # Counted when a probe resolves (reply, timeout or error), so that
         # 1 - rate(received)/rate(sent) shows no phantom loss for packets in flight.
         self.sent = 0
@@ -50,6 +49,16 @@ class SiteState:
         self.consecutive_received = 0
         self.up: bool | None = None  # None until a reply or ``down_after`` losses
         self.last_result_at: float | None = None
+
+    def reconfigure(self, site: Site, settings: ProbeSettings) -> None:
+        """A reload changed the site: counters, histogram and samples carry on."""
+        self.site = site
+        if settings != self.settings:
+            window = _window_for(settings)
+            for sample in self.window.samples(0.0):
+                window.add(*sample)
+            self.window = window
+        self.settings = settings
 
     def record(self, result: ProbeResult) -> None:
         """Take one result."""
@@ -76,6 +85,11 @@ class SiteState:
         self.up = up
 
 
+def _window_for(settings: ProbeSettings) -> SiteWindow:
+    per_window = math.ceil(settings.window / settings.interval) * settings.burst
+    return SiteWindow(settings.window, max_samples=per_window + settings.burst + 16)
+
+
 class SiteTable:
     """All sites' state, keyed by site id, fed one ``ProbeResult`` at a time."""
 
@@ -84,6 +98,19 @@ class SiteTable:
         self.sites: dict[str, SiteState] = {
             site.id: SiteState(site, config.settings_for(site)) for site in config.sites
         }
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded inventory: kept sites keep their state, removed ones vanish."""
+        sites = {}
+        for site in config.sites:
+            settings = config.settings_for(site)
+            state = self.sites.get(site.id)
+            if state is None:
+                state = SiteState(site, settings)
+            else:
+                state.reconfigure(site, settings)
+            sites[site.id] = state
+        self.sites = sites
 
     def __iter__(self) -> Iterator[SiteState]:
         return iter(self.sites.values())
