@@ -1,21 +1,30 @@
 # vcmon in a container.
 #   docker build -t vcmon .
 #   docker run --rm -p 9470:9470 --sysctl net.ipv4.ping_group_range="0 2147483647" vcmon
-# With your own inventory:
+# With your own inventory (mounted at /etc/vcmon/):
 #   docker run --rm -p 9470:9470 --sysctl net.ipv4.ping_group_range="0 2147483647" \
 #       -v /etc/vcmon:/etc/vcmon:ro vcmon run --config /etc/vcmon/sites.yaml --listen 0.0.0.0:9470
 # The process runs as an unprivileged user on ICMP datagram sockets, which that sysctl
-# allows inside the container's own network namespace: no CAP_NET_RAW needed.
-FROM python:3.11-slim-bookworm
+# allows inside the container's own network namespace. Where sysctls cannot be set,
+# use raw sockets instead: --cap-add=NET_RAW --user 0 (root inside the container only).
 
-WORKDIR /opt/vcmon
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY monitor ./monitor
 COPY probes ./probes
-RUN pip install --no-cache-dir . \
-    && useradd --system --no-create-home --shell /usr/sbin/nologin vcmon
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-USER vcmon
+FROM python:3.11-slim-bookworm
+# Only the runtime dependencies: the wheel and what it requires, no build tools.
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl \
+    && rm -rf /wheels \
+    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin vcmon \
+    && mkdir -p /etc/vcmon
+USER 10001:10001
 EXPOSE 9470
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9470/-/healthy', timeout=4)"]
 ENTRYPOINT ["vcmon"]
 CMD ["run", "--listen", "0.0.0.0:9470"]

@@ -9,7 +9,9 @@ sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 
 # Real components the tests start on free loopback ports, and fping for benchmarks.
-packages=(prometheus prometheus-alertmanager mosquitto fping iproute2 libcap2-bin)
+# systemd for systemd-analyze (the unit's checks), util-linux for setpriv.
+packages=(prometheus prometheus-alertmanager mosquitto fping iproute2 libcap2-bin systemd
+          util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
