@@ -51,3 +51,19 @@ def test_unit_asks_for_what_the_daemon_does() -> None:
                  "RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_UNIX",
                  "SystemCallFilter=@system-service"):
         assert line in text, line
+
+
+def test_the_example_config_is_valid_and_sets_every_option() -> None:
+    from monitor.config import Config, ProbeSettings, load_config
+    from monitor.schedule import Schedule
+    from monitor.thresholds import HealthSettings
+
+    example = UNIT.parents[1] / "vcmon.example.yaml"
+    config = load_config(example)
+    text = example.read_text(encoding="utf-8")
+    # every option is shown (and so documented) in the example
+    for model in (Config, ProbeSettings, HealthSettings, Schedule):
+        for name in model.model_fields:
+            if name != "source":
+                assert re.search(rf"^\s*{name}:", text, re.M), f"{model.__name__}.{name}"
+    assert len(config.sites) == 3
