@@ -17,7 +17,7 @@ from monitor import __version__
 from monitor.config import Config, ConfigError, ProbeSettings, default_config, load_config
 from monitor.health import HealthTracker, StateChange, Status
 from monitor.http import HttpServer
-from monitor.metrics import DaemonMetrics, SiteCollector
+from monitor.metrics import DaemonCollector, DaemonMetrics
 from monitor.scheduler import Scheduler, SendFn, Target
 from monitor.sdnotify import Notifier
 from monitor.state import SiteTable
@@ -49,7 +49,7 @@ class Daemon:
         self.engines: dict[tuple[str, int], IcmpEngine] = {}
         self.scheduler = Scheduler(self.table.record,
                                    observe_lag=self.metrics.scheduler_lag.observe)
-        self.registry.register(SiteCollector(self))
+        self.registry.register(DaemonCollector(self))
         self.http = HttpServer(self)
         self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from monitor.metrics import render
 
 if TYPE_CHECKING:
     from monitor.daemon import Daemon
@@ -43,13 +47,23 @@ class HttpServer:
             self._runner = None
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
+        gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
+        loop = asyncio.get_running_loop()
+        # Rendering and compressing take long at scale: a worker thread, not the loop.
+        body = await loop.run_in_executor(None, self._render, gzipped)
+        headers = {"Content-Type": CONTENT_TYPE_LATEST}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
+
+    def _render(self, gzipped: bool) -> bytes:
         started = time.perf_counter()
-        body = generate_latest(self._daemon.registry)
-        self._daemon.metrics.render_duration.observe(time.perf_counter() - started)
-        response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-        # gzip only when the scraper asks for it (Prometheus does): 20k sites is megabytes.
-        response.enable_compression()
-        return response
+        daemon = self._daemon
+        body = render(daemon, daemon.registry)
+        daemon.metrics.render_duration.observe(time.perf_counter() - started)
+        # Level 1: at 20,000 sites the page is ~100 MB of text; it compresses 10x at
+        # a fraction of the default level's time.
+        return gzip.compress(body, compresslevel=1) if gzipped else body
 
     async def healthy(self, request: web.Request) -> web.Response:
         return web.Response(text="vcmon is healthy.\n")

@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 
+from monitor._labels import INFO_LABELS, SITE_LABELS, label_text
 from monitor.config import Config, ProbeSettings, Site
 from monitor.stats import SiteWindow
 from probes import Outcome, ProbeResult
@@ -24,6 +25,8 @@ class SiteState:
         "consecutive_lost",
         "consecutive_received",
         "errors",
+        "info_labels",
+        "labels",
         "last_result_at",
         "received",
         "rtt_sum",
@@ -36,6 +39,7 @@ class SiteState:
 
     def __init__(self, site: Site, settings: ProbeSettings) -> None:
         self.site = site
+        self.labels, self.info_labels = _label_texts(site)
         self.settings = settings
         self.window = _window_for(settings)
         # Counted when a probe resolves (reply, timeout or error), so that
@@ -53,6 +57,7 @@ class SiteState:
     def reconfigure(self, site: Site, settings: ProbeSettings) -> None:
         """A reload changed the site: counters, histogram and samples carry on."""
         self.site = site
+        self.labels, self.info_labels = _label_texts(site)
         if settings != self.settings:
             window = _window_for(settings)
             for sample in self.window.samples(0.0):
@@ -83,6 +88,17 @@ class SiteState:
             # A few lost packets do not change what we know: still up, or still unknown.
             up = False if self.consecutive_lost >= self.settings.down_after else self.up
         self.up = up
+
+
+def _label_texts(site: Site) -> tuple[str, str]:
+    """The site's label sets as exposition text, built once rather than at every scrape."""
+    values = [site.id, site.tier, site.district or site.id, site.provision]
+    contact, contract = site.contact, site.contract
+    info = [site.name, site.parent or "", site.address,
+            (contact and contact.name) or "", (contact and contact.phone) or "",
+            (contract and contract.contractor) or "", (contract and contract.reference) or ""]
+    labels = label_text(SITE_LABELS, values)
+    return labels, f"{labels},{label_text(INFO_LABELS, info)}"
 
 
 def _window_for(settings: ProbeSettings) -> SiteWindow:

@@ -128,6 +128,11 @@ class SiteWindow:
         start = max(horizon, since)
         return sorted((s for s in self._samples if s[0] >= start), key=_sent_at)
 
+    def snapshot(self) -> list[Sample]:
+        """A copy of the samples as they are, safe to take from another thread:
+        ``list(deque)`` runs in C without releasing the GIL."""
+        return list(self._samples)
+
     def stats(self, now: float, since: float = 0.0) -> WindowStats:
         return summarize(self.samples(now, since))
 

@@ -6,11 +6,12 @@ from collections import Counter
 from datetime import datetime
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import parse_config
 from monitor.health import HealthTracker
-from monitor.metrics import DaemonMetrics, SiteCollector
+from monitor.metrics import DaemonCollector, DaemonMetrics, render
 from monitor.state import SiteTable
 from probes import Outcome, ProbeResult
 from tests.conftest import promtool_check_metrics
@@ -55,8 +56,27 @@ def lost(site: str, at: float, outcome: Outcome = Outcome.TIMEOUT) -> ProbeResul
     return ProbeResult(site, "127.0.0.11", 1, at, outcome)
 
 
+class Scrape:
+    """One rendering of /metrics, parsed back as Prometheus would read it."""
+
+    def __init__(self, source: Source, registry: CollectorRegistry) -> None:
+        self.source, self.registry = source, registry
+        self.text = render(source, registry).decode()
+        self.samples = [sample for family in text_string_to_metric_families(self.text)
+                        for sample in family.samples]
+
+    def get_sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        for sample in self.samples:
+            if sample.name == name and sample.labels == (labels or {}):
+                return float(sample.value)
+        return None
+
+    def again(self) -> Scrape:
+        return Scrape(self.source, self.registry)
+
+
 @pytest.fixture
-def scraped() -> tuple[CollectorRegistry, Source]:
+def scraped() -> tuple[Scrape, Source]:
     source = Source()
     for i, rtt in enumerate([0.010, 0.020, 0.030, 0.020]):
         source.table.record(reply("tinh", NOW - 10 + i, rtt))
@@ -66,8 +86,8 @@ def scraped() -> tuple[CollectorRegistry, Source]:
     source.health.update(source.table, NOW, evaluate=True)
     registry = CollectorRegistry()
     DaemonMetrics(registry)
-    registry.register(SiteCollector(source))
-    return registry, source
+    registry.register(DaemonCollector(source))
+    return Scrape(source, registry), source
 
 
 LABELS = {"site": "tinh", "tier": "province", "district": "tinh", "provision": "vnpt"}
@@ -75,7 +95,7 @@ LABELS = {"site": "tinh", "tier": "province", "district": "tinh", "provision": "
 XA = {"site": "xa-lac-ve", "tier": "commune", "district": "xa-lac-ve", "provision": "contract"}
 
 
-def test_counters_and_window_stats(scraped: tuple[CollectorRegistry, Source]) -> None:
+def test_counters_and_window_stats(scraped: tuple[Scrape, Source]) -> None:
     registry, _ = scraped
     value = registry.get_sample_value
     assert value("vcmon_probe_packets_sent_total", LABELS) == 5
@@ -92,7 +112,7 @@ def test_counters_and_window_stats(scraped: tuple[CollectorRegistry, Source]) ->
         1 + 0.035 * 91.95 + 7e-6 * 91.95 * 31.95 * 8.05)
 
 
-def test_histogram_buckets(scraped: tuple[CollectorRegistry, Source]) -> None:
+def test_histogram_buckets(scraped: tuple[Scrape, Source]) -> None:
     registry, _ = scraped
     value = registry.get_sample_value
     assert value("vcmon_probe_rtt_seconds_count", LABELS) == 5
@@ -104,7 +124,7 @@ def test_histogram_buckets(scraped: tuple[CollectorRegistry, Source]) -> None:
     assert value("vcmon_probe_rtt_seconds_bucket", {**LABELS, "le": "+Inf"}) == 5
 
 
-def test_down_site_and_errors(scraped: tuple[CollectorRegistry, Source]) -> None:
+def test_down_site_and_errors(scraped: tuple[Scrape, Source]) -> None:
     registry, _ = scraped
     value = registry.get_sample_value
     assert value("vcmon_site_up", XA) == 0
@@ -115,16 +135,16 @@ def test_down_site_and_errors(scraped: tuple[CollectorRegistry, Source]) -> None
     assert value("vcmon_probe_packets_received_total", XA) == 0
 
 
-def test_info_carries_vietnamese_names(scraped: tuple[CollectorRegistry, Source]) -> None:
+def test_info_carries_vietnamese_names(scraped: tuple[Scrape, Source]) -> None:
     registry, _ = scraped
     info = {**XA, "name": "UBND xã Lạc Vệ", "parent": "tinh", "address": "127.0.0.11",
             "contact_name": "", "contact_phone": "", "contractor": "VNPT Bắc Ninh",
             "contract_reference": "HĐ-01"}
     assert registry.get_sample_value("vcmon_site_info", info) == 1
-    assert "UBND xã Lạc Vệ".encode() in generate_latest(registry)
+    assert 'name="UBND xã Lạc Vệ"' in registry.text
 
 
-def test_self_metrics(scraped: tuple[CollectorRegistry, Source]) -> None:
+def test_self_metrics(scraped: tuple[Scrape, Source]) -> None:
     registry, _ = scraped
     value = registry.get_sample_value
     assert value("vcmon_sites_configured", {"tier": "commune", "provision": "contract"}) == 1
@@ -132,31 +152,32 @@ def test_self_metrics(scraped: tuple[CollectorRegistry, Source]) -> None:
     assert value("vcmon_scheduler_skipped_cycles_total") == 0
     assert value("vcmon_scheduler_sends_total") == 7
     assert value("vcmon_scheduler_lag_seconds_count") == 0
-    build = [s for m in registry.collect() if m.name == "vcmon_build_info" for s in m.samples]
+    build = [s for s in registry.samples if s.name == "vcmon_build_info"]
     assert len(build) == 1 and build[0].value == 1
 
 
-def test_removed_sites_vanish(scraped: tuple[CollectorRegistry, Source]) -> None:
+def test_removed_sites_vanish(scraped: tuple[Scrape, Source]) -> None:
     registry, source = scraped
     del source.table.sites["xa-lac-ve"]
+    registry = registry.again()
     assert registry.get_sample_value("vcmon_site_up", XA) is None
     assert registry.get_sample_value("vcmon_site_up", LABELS) == 1
 
 
-def test_promtool_finds_nothing(scraped: tuple[CollectorRegistry, Source]) -> None:
+def test_promtool_finds_nothing(scraped: tuple[Scrape, Source]) -> None:
     registry, _ = scraped
-    assert promtool_check_metrics(generate_latest(registry).decode()) == ""
+    assert promtool_check_metrics(registry.text) == ""
 
 
-def test_health_series(scraped: tuple[CollectorRegistry, Source]) -> None:
+def test_health_series(scraped: tuple[Scrape, Source]) -> None:
     registry, _ = scraped
     value = registry.get_sample_value
     # the commune is down: its own two probes were lost (down_after 2)
     assert value("vcmon_site_status", {**XA, "status": "down"}) == 1
     assert value("vcmon_site_status", {**XA, "status": "ok"}) == 0
     assert value("vcmon_site_status", {**LABELS, "status": "ok"}) == 1
-    statuses = [s for m in registry.collect() if m.name == "vcmon_site_status"
-                for s in m.samples if s.labels["site"] == "tinh"]
+    statuses = [s for s in registry.samples
+                if s.name == "vcmon_site_status" and s.labels["site"] == "tinh"]
     assert sorted(s.labels["status"] for s in statuses) == [
         "degraded", "down", "maintenance", "ok", "unknown", "unreachable"]
     assert value("vcmon_site_threshold_exceeded", {**LABELS, "threshold": "loss"}) == 0
@@ -184,8 +205,10 @@ schedule:
 
     def phases(when: str) -> dict[tuple[str, str], float | None]:
         registry = CollectorRegistry()
-        registry.register(SiteCollector(At(when)))
-        return {(metric, name): registry.get_sample_value(metric, {"conference": name})
+        source = At(when)
+        registry.register(DaemonCollector(source))
+        scrape = Scrape(source, registry)
+        return {(metric, name): scrape.get_sample_value(metric, {"conference": name})
                 for metric in ("vcmon_conference_active", "vcmon_conference_preflight")
                 for name in ("sang-27", "chieu-27")}
 

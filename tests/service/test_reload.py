@@ -9,11 +9,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import load_config
 from monitor.daemon import Daemon
+from monitor.metrics import render
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets need root here")
@@ -34,8 +34,8 @@ B = inventory(["s1", "s2", "s3", "s4", "s6"],
 BROKEN = A.replace("address: 127.0.0.21", "address: 127.0.0.300")
 
 
-def counters(registry: CollectorRegistry) -> dict[str, float]:
-    text = generate_latest(registry).decode()
+def counters(daemon: Daemon) -> dict[str, float]:
+    text = render(daemon, daemon.registry).decode()
     return {s.labels["site"]: s.value
             for f in text_string_to_metric_families(text)
             if f.name == "vcmon_probe_packets_sent" for s in f.samples
@@ -52,7 +52,7 @@ async def test_fifty_reloads_while_scraped(tmp_path: Path) -> None:
     await daemon.startup()
     try:
         await asyncio.sleep(0.3)
-        last = counters(registry)
+        last = counters(daemon)
         async with aiohttp.ClientSession() as http:
             for i in range(50):
                 broken = i == 25
@@ -65,7 +65,7 @@ async def test_fifty_reloads_while_scraped(tmp_path: Path) -> None:
                 else:
                     problems = await daemon.reload()
                 await asyncio.sleep(0.05)
-                now = counters(registry)
+                now = counters(daemon)
                 for site in ("s1", "s2", "s3", "s4"):  # in every valid version
                     assert now[site] >= last[site], (i, site, last[site], now[site])
                 if broken:
