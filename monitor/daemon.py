@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import os
 import signal
 import time
@@ -167,18 +168,22 @@ class Daemon:
         # Down is noticed within one tick of the losses that make it: a second at the
         # default interval, faster for sites probed faster.
         tick = min(1.0, shortest)
-        every = self.config.health.evaluate_every
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + tick
-        next_evaluation = loop.time() + every
+        cursor = 0
         while True:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             next_tick += tick
-            evaluate = loop.time() >= next_evaluation
-            if evaluate:
-                next_evaluation += every
-            for change in self.health.update(self.table, time.time(), evaluate=evaluate):
-                _log_change(change)
+            # Every site's thresholds are judged once per evaluate_every, a share of
+            # the sites at each tick, so the work is spread rather than bunched.
+            ids = list(self.health.sites)
+            share = math.ceil(len(ids) * tick / self.config.health.evaluate_every)
+            judge = set((ids + ids)[cursor:cursor + share]) if ids else set()
+            cursor = (cursor + share) % max(1, len(ids))
+            for changes in self.health.steps(self.table, time.time(), judge):
+                for change in changes:
+                    _log_change(change)
+                await asyncio.sleep(0)  # let due probes go out between chunks
 
     def request_stop(self) -> None:
         if self._stop is None:

@@ -114,14 +114,21 @@ class Schedule(BaseModel):
             out.append((conference, active, preflight))
         return out
 
+    def active_maintenance(self, now: datetime) -> list[Maintenance]:
+        """The maintenance windows open at the aware moment ``now``."""
+        zone = self.zone
+        active = []
+        for window in self.maintenance:
+            start, end = window.bounds(zone)
+            if start <= now < end:
+                active.append(window)
+        return active
+
     def maintenance_for(self, site_id: str, district: str | None,
                         now: datetime) -> Maintenance | None:
-        zone = self.zone
-        for window in self.maintenance:
+        for window in self.active_maintenance(now):
             if site_id in window.sites or (district is not None and district in window.districts):
-                start, end = window.bounds(zone)
-                if start <= now < end:
-                    return window
+                return window
         return None
 
 

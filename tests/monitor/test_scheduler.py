@@ -53,7 +53,7 @@ async def test_absolute_schedule_does_not_drift() -> None:
         # Every send lands on phase + k·interval; errors do not accumulate.
         first = times[0]
         for k, t in enumerate(times):
-            assert abs(t - (first + k * 0.05)) < 0.012, (site_id, k, t - first)
+            assert abs(t - (first + k * 0.05)) < 0.02, (site_id, k, t - first)
 
 
 async def test_starts_are_spread_over_the_interval() -> None:
