@@ -44,6 +44,7 @@ from monitor._problems import (
 )
 from monitor._site_types import Provision, Tier
 from monitor._yamlpos import load_yaml
+from monitor.report.settings import ReportSettings
 from monitor.schedule import Schedule, schedule_references
 from monitor.thresholds import HealthSettings, ThresholdOverrides, Thresholds
 
@@ -274,6 +275,8 @@ class Config(BaseModel):
     defaults: ProbeSettings = Field(default_factory=ProbeSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     schedule: Schedule = Field(default_factory=Schedule)
+    # None: the daemon writes no scheduled reports (``vcmon report`` still works)
+    reports: ReportSettings | None = None
     sites: list[Site]
     source: str = "<embedded>"
 

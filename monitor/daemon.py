@@ -19,6 +19,7 @@ from monitor.config import Config, ConfigError, ProbeSettings, default_config, l
 from monitor.health import HealthTracker, StateChange, Status
 from monitor.http import HttpServer
 from monitor.metrics import DaemonCollector, DaemonMetrics
+from monitor.report import writer as report_writer
 from monitor.scheduler import Scheduler, SendFn, Target
 from monitor.sdnotify import Notifier
 from monitor.state import SiteTable
@@ -101,6 +102,7 @@ class Daemon:
         self.scheduler.set_targets(await self.targets(self.config))
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
+        self._tasks.append(asyncio.create_task(report_writer.run(self), name="reports"))
         await self.http.start(self.listen)
         self.metrics.config_loaded(success=True)
         modes = sorted({engine.mode for engine in self.engines.values()})

@@ -1,4 +1,4 @@
-"""HTTP endpoints: /metrics, /-/healthy, /-/ready."""
+"""HTTP endpoints: /metrics, /-/healthy, /-/ready, the JSON API and the status board."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from monitor.api import register_routes
 from monitor.metrics import render
 
 if TYPE_CHECKING:
@@ -31,7 +32,8 @@ class HttpServer:
         app.router.add_get("/-/healthy", self.healthy)
         app.router.add_get("/-/ready", self.ready)
         app.router.add_post("/-/reload", self.reload)
-        app.router.add_get("/", self.index)
+        # the status board at / and the JSON API under /api/v1
+        register_routes(app, daemon)
         self.app = app
 
     async def start(self, listen: str) -> None:
@@ -79,9 +81,3 @@ class HttpServer:
             text = "reload failed; still running the previous configuration:\n"
             return web.Response(status=400, text=text + "\n".join(problems) + "\n")
         return web.Response(text="reloaded\n")
-
-    async def index(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text="<html><head><title>vcmon</title></head><body><h1>vcmon</h1>"
-                 '<p><a href="/metrics">Metrics</a></p></body></html>',
-            content_type="text/html")

@@ -11,7 +11,7 @@ sudo_cmd=()
 # Real components the tests start on free loopback ports, and fping for benchmarks.
 # systemd for systemd-analyze (the unit's checks), util-linux for setpriv.
 packages=(prometheus prometheus-alertmanager mosquitto fping iproute2 libcap2-bin systemd
-          util-linux)
+          util-linux chromium chromium-driver)
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do

@@ -172,7 +172,7 @@ INVALID: dict[str, list[str]] = {
     ],
     "invalid-unknown-top-level.yml": [
         '{file}:1: mqtt: unknown key "mqtt"; '
-        "allowed keys are: listen, defaults, health, schedule, sites"
+        "allowed keys are: listen, defaults, health, schedule, reports, sites"
     ],
     "invalid-window-short.yml": [
         "{file}:3: defaults.window: the window of 60 s is shorter than the interval of 120 s "

@@ -1,0 +1,226 @@
+"""The JSON API (``/api/v1/…``) and the status board (``/``): what people and scripts read.
+
+Field names are a contract, written down in ``monitor/data/openapi.yaml``: add fields,
+never rename or remove one. Times are ISO 8601 in the schedule's time zone, with the
+Unix time beside them for scripts; measurements are in base units (seconds, ratios).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+from importlib import resources
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from monitor.config import Config
+from monitor.health import HealthTracker, SiteHealth, Status
+from monitor.report.settings import report_times
+from monitor.state import SiteState, SiteTable
+from monitor.stats import summarize
+
+PREFIX = "/api/v1"
+STATUSES = tuple(status.value for status in Status)
+# A control room may run several board screens; they share one computation per second.
+_CACHE_SECONDS = 1.0
+
+
+def iso(timestamp: float | None, zone: ZoneInfo) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="seconds")
+
+
+def _window(state: SiteState, now: float) -> dict[str, Any]:
+    # ``snapshot`` is a C-level copy, safe from the worker thread this runs in.
+    horizon = now - state.window.length
+    s = summarize(sorted((x for x in state.window.snapshot() if x[0] >= horizon),
+                         key=lambda sample: sample[0]))
+    return {"seconds": state.window.length, "sent": s.sent, "received": s.received,
+            "loss_ratio": s.loss_ratio, "rtt_min": s.rtt_min, "rtt_avg": s.rtt_avg,
+            "rtt_max": s.rtt_max, "rtt_median": s.rtt_median, "rtt_p95": s.rtt_p95,
+            "jitter": s.jitter, "mos": s.mos}
+
+
+def _root_cause(h: SiteHealth, health: HealthTracker) -> str | None:
+    """The down site nearest the province above ``h``: where the technician goes."""
+    for ancestor in reversed(h.ancestors):
+        upstream = health.sites.get(ancestor)
+        if upstream is not None and upstream.own_down:
+            return ancestor
+    return None
+
+
+def site_record(state: SiteState, h: SiteHealth | None, config: Config,
+                health: HealthTracker, now: float) -> dict[str, Any]:
+    """One site as ``GET /api/v1/sites/{id}`` shows it."""
+    site, zone = state.site, config.schedule.zone
+    district = site.district or site.id
+    try:
+        district_name = config.site(district).name
+    except KeyError:  # a reload removed the district between two reads
+        district_name = district
+    status = h.status if h is not None else Status.UNKNOWN
+    return {
+        "id": site.id,
+        "name": site.name,
+        "tier": site.tier,
+        "parent": site.parent,
+        "district": district,
+        "district_name": district_name,
+        "provision": site.provision,
+        "address": site.address,
+        "contact": site.contact.model_dump() if site.contact else None,
+        "contract": site.contract.model_dump() if site.contract else None,
+        "status": status.value,
+        "reason": h.reason if h is not None else "",
+        "since": iso(h.since, zone) if h is not None else None,
+        "since_timestamp": h.since if h is not None else None,
+        "exceeded": list(h.exceeded) if h is not None else [],
+        "root_cause": _root_cause(h, health) if status is Status.UNREACHABLE and h else None,
+        "unreachable_behind": h.unreachable_behind if h is not None else 0,
+        "up": state.up,
+        "consecutive_lost": state.consecutive_lost,
+        "last_probe_at": iso(state.last_result_at, zone),
+        "counters": {"sent": state.sent, "received": state.received},
+        "window": _window(state, now),
+    }
+
+
+def site_records(table: SiteTable, health: HealthTracker, config: Config,
+                 now: float) -> list[dict[str, Any]]:
+    """Every site in inventory order; runs in a worker thread (see ``_window``)."""
+    healths = health.sites
+    return [site_record(state, healths.get(state.site.id), config, health, now)
+            for state in list(table.sites.values())]
+
+
+def counts(statuses: Iterable[str]) -> dict[str, int]:
+    """Sites per status, every status present (0 when none), total last."""
+    tally = Counter(statuses)
+    out = {status: tally.get(status, 0) for status in STATUSES}
+    out["total"] = sum(tally.values())
+    return out
+
+
+def tallies(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts overall, by tier, by provision and by district (inventory order)."""
+    districts: dict[str, tuple[str, list[str]]] = {}
+    for r in records:
+        districts.setdefault(r["district"], (r["district_name"], []))[1].append(r["status"])
+
+    def grouped(key: str) -> dict[str, dict[str, int]]:
+        groups: dict[str, list[str]] = {}
+        for r in records:
+            groups.setdefault(r[key], []).append(r["status"])
+        return {name: counts(statuses) for name, statuses in groups.items()}
+
+    return {
+        "counts": counts(r["status"] for r in records),
+        "by_tier": grouped("tier"),
+        "by_provision": grouped("provision"),
+        "by_district": [{"id": district, "name": name, "counts": counts(statuses)}
+                        for district, (name, statuses) in districts.items()],
+    }
+
+
+def summary(records: list[dict[str, Any]], config: Config, now: float) -> dict[str, Any]:
+    """``GET /api/v1/summary``: the tallies, the time zone, report times and sessions."""
+    zone = config.schedule.zone
+    moment = datetime.fromtimestamp(now, zone)
+    return {
+        "generated_at": iso(now, zone),
+        "timestamp": now,
+        "timezone": config.schedule.timezone,
+        "report_times": report_times(config),
+        **tallies(records),
+        "conferences": [
+            {"name": c.name, "start": c.bounds(zone)[0].isoformat(timespec="seconds"),
+             "end": c.bounds(zone)[1].isoformat(timespec="seconds"),
+             "active": active, "preflight": preflight}
+            for c, active, preflight in config.schedule.phases(moment)],
+    }
+
+
+class Source(Protocol):
+    """What the API reads: the daemon, or a test's stand-in."""
+
+    @property
+    def table(self) -> SiteTable: ...
+
+    @property
+    def health(self) -> HealthTracker: ...
+
+    @property
+    def config(self) -> Config: ...
+
+
+def _json(payload: object, status: int = 200) -> web.Response:
+    # ensure_ascii=False: Vietnamese names stay readable in curl and logs.
+    return web.Response(text=json.dumps(payload, ensure_ascii=False), status=status,
+                        content_type="application/json", charset="utf-8")
+
+
+class Api:
+    """Handlers over a running daemon's table, health and configuration."""
+
+    def __init__(self, daemon: Source) -> None:
+        self._daemon = daemon
+        self._cached: tuple[float, list[dict[str, Any]]] | None = None
+        data = resources.files("monitor").joinpath("data")
+        self._board = data.joinpath("board.html").read_text("utf-8")
+        self._openapi = data.joinpath("openapi.yaml").read_text("utf-8")
+
+    async def records(self) -> list[dict[str, Any]]:
+        now = time.time()
+        if self._cached is not None and now - self._cached[0] < _CACHE_SECONDS:
+            return self._cached[1]
+        d = self._daemon
+        loop = asyncio.get_running_loop()
+        # Window statistics of every site: milliseconds here, seconds at 20,000 sites.
+        records = await loop.run_in_executor(None, site_records, d.table, d.health, d.config, now)
+        self._cached = (now, records)
+        return records
+
+    def _envelope(self, now: float) -> dict[str, Any]:
+        zone = self._daemon.config.schedule.zone
+        return {"generated_at": iso(now, zone), "timestamp": now}
+
+    async def sites(self, request: web.Request) -> web.Response:
+        records = await self.records()
+        return _json({**self._envelope(time.time()), "sites": records})
+
+    async def site(self, request: web.Request) -> web.Response:
+        site_id = request.match_info["site_id"]
+        for record in await self.records():
+            if record["id"] == site_id:
+                return _json(record)
+        return _json({"error": f"no site with id {site_id!r} in the inventory"}, status=404)
+
+    async def summary(self, request: web.Request) -> web.Response:
+        now = time.time()
+        config = self._daemon.config
+        return _json(summary(await self.records(), config, now))
+
+    async def board(self, request: web.Request) -> web.Response:
+        return web.Response(text=self._board, content_type="text/html", charset="utf-8")
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(text=self._openapi, content_type="application/yaml",
+                            charset="utf-8")
+
+
+def register_routes(app: web.Application, daemon: Source) -> None:
+    """The board at ``/`` and the JSON API under ``/api/v1``."""
+    api = Api(daemon)
+    app.router.add_get("/", api.board)
+    app.router.add_get(f"{PREFIX}/sites", api.sites)
+    app.router.add_get(f"{PREFIX}/sites/{{site_id}}", api.site)
+    app.router.add_get(f"{PREFIX}/summary", api.summary)
+    app.router.add_get(f"{PREFIX}/openapi.yaml", api.openapi)

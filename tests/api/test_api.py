@@ -1,0 +1,148 @@
+"""The JSON API over a state table fed with known probe results (no packets sent)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from monitor.api import register_routes, site_records, tallies
+from monitor.config import Config, parse_config
+from monitor.health import HealthTracker
+from monitor.state import SiteTable
+from probes import Outcome, ProbeResult
+
+INVENTORY = """
+health: {min_replies: 1, enter_after: 1}
+schedule:
+  maintenance:
+    - {sites: [x-maint], start: "2000-01-01 00:00", end: "2100-01-01 00:00", reason: bảo trì}
+sites:
+  - {id: prov, name: Hội trường Tỉnh ủy, tier: province, address: 127.0.0.1}
+  - {id: dist, name: Huyện ủy Tiên Du, tier: district, parent: prov, address: 127.0.0.2,
+     contact: {name: Trần Thị Hà, phone: "0912"}}
+  - {id: x-ok, name: UBND xã Lạc Vệ, tier: commune, parent: dist, address: 127.0.0.3}
+  - {id: x-behind, name: UBND xã Lim, tier: commune, parent: dist, address: 127.0.0.4}
+  - {id: x-maint, name: UBND xã Bằng An, tier: commune, parent: dist, address: 127.0.0.5}
+  - {id: x-new, name: UBND xã Mới, tier: unit, parent: prov, address: 127.0.0.6,
+     provision: contract, contract: {contractor: VNPT, reference: HĐ-1}}
+"""
+
+
+@dataclass
+class Stand:
+    """What the API reads from the daemon, fed by hand."""
+
+    table: SiteTable
+    health: HealthTracker
+    config: Config
+
+
+def _stand() -> Stand:
+    config = parse_config(INVENTORY)
+    now = time.time()
+    table, health = SiteTable(config), HealthTracker(config, now)
+    for seq in range(6):
+        sent = now - 6 + seq
+        for site in ("prov", "x-ok", "x-behind", "x-maint"):
+            table.record(ProbeResult(site, "127.0.0.1", seq, sent, Outcome.REPLY, 0.012))
+        # the district stops answering after two replies: down, x-behind unreachable
+        outcome = Outcome.REPLY if seq < 2 else Outcome.TIMEOUT
+        table.record(ProbeResult("dist", "127.0.0.2", seq, sent, outcome,
+                                 0.02 if seq < 2 else None))
+    health.update(table, now, evaluate=True)
+    return Stand(table, health, config)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    app = web.Application()
+    register_routes(app, _stand())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+async def _get(client: TestClient[web.Request, web.Application], path: str,
+               status: int = 200) -> Any:
+    response = await client.get(path)
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    return await response.json()
+
+
+async def test_sites_carry_state_reason_since_window_and_metadata(
+        client: TestClient[web.Request, web.Application]) -> None:
+    body = await _get(client, "/api/v1/sites")
+    sites = {s["id"]: s for s in body["sites"]}
+    assert list(sites) == ["prov", "dist", "x-ok", "x-behind", "x-maint", "x-new"]
+    assert {k: s["status"] for k, s in sites.items()} == {
+        "prov": "ok", "dist": "down", "x-ok": "unreachable", "x-behind": "unreachable",
+        "x-maint": "maintenance", "x-new": "unknown"}
+    dist = sites["dist"]
+    assert dist["reason"] == "no reply to the last 4 probes"
+    assert dist["unreachable_behind"] == 2
+    assert dist["contact"] == {"name": "Trần Thị Hà", "phone": "0912", "email": None}
+    assert dist["window"]["sent"] == 6 and dist["window"]["received"] == 2
+    assert dist["window"]["loss_ratio"] == pytest.approx(4 / 6)
+    assert dist["counters"] == {"sent": 6, "received": 2}
+    assert sites["x-behind"]["root_cause"] == "dist"
+    assert sites["x-behind"]["district_name"] == "Huyện ủy Tiên Du"
+    assert sites["x-maint"]["reason"] == "bảo trì"
+    assert sites["prov"]["window"]["rtt_avg"] == pytest.approx(0.012)
+    assert sites["prov"]["since"].endswith("+07:00")  # the schedule's default zone
+    assert sites["x-new"]["contract"] == {"contractor": "VNPT", "reference": "HĐ-1"}
+    assert sites["x-new"]["window"]["loss_ratio"] is None
+
+
+async def test_one_site_and_an_unknown_one(
+        client: TestClient[web.Request, web.Application]) -> None:
+    site = await _get(client, "/api/v1/sites/x-ok")
+    assert site["name"] == "UBND xã Lạc Vệ"
+    missing = await _get(client, "/api/v1/sites/nowhere", status=404)
+    assert "nowhere" in missing["error"]
+
+
+async def test_summary_counts(client: TestClient[web.Request, web.Application]) -> None:
+    body = await _get(client, "/api/v1/summary")
+    assert body["counts"] == {"ok": 1, "degraded": 0, "down": 1, "unreachable": 2,
+                              "unknown": 1, "maintenance": 1, "total": 6}
+    assert body["by_tier"]["commune"]["unreachable"] == 2
+    assert body["by_provision"]["contract"] == {"ok": 0, "degraded": 0, "down": 0,
+                                                "unreachable": 0, "unknown": 1,
+                                                "maintenance": 0, "total": 1}
+    assert [d["id"] for d in body["by_district"]] == ["prov", "dist", "x-new"]  # no district above
+    assert body["timezone"] == "Asia/Ho_Chi_Minh"
+    assert body["report_times"] == ["08:45", "14:45"]
+
+
+async def test_board_and_openapi_are_served(
+        client: TestClient[web.Request, web.Application]) -> None:
+    board = await client.get("/")
+    assert board.status == 200 and board.content_type == "text/html"
+    text = await board.text()
+    assert "/api/v1/sites" in text and "Tình trạng điểm cầu" in text
+    # no external assets: works on a control-room PC without Internet
+    assert "http://" not in text and "https://" not in text and "src=" not in text
+    spec = await client.get("/api/v1/openapi.yaml")
+    assert yaml.safe_load(await spec.text())["openapi"].startswith("3.")
+
+
+def test_openapi_lists_exactly_the_fields_served() -> None:
+    """The documented fields are the served ones: a new field must be documented."""
+    spec = yaml.safe_load(
+        resources.files("monitor").joinpath("data/openapi.yaml").read_text("utf-8"))
+    schemas = spec["components"]["schemas"]
+    stand = _stand()
+    record = site_records(stand.table, stand.health, stand.config, time.time())[0]
+    assert set(schemas["Site"]["required"]) == set(record) == set(schemas["Site"]["properties"])
+    assert set(schemas["Window"]["required"]) == set(record["window"])
+    summary_keys = set(tallies([record])) | {"generated_at", "timestamp", "timezone",
+                                              "report_times", "conferences"}
+    assert set(schemas["Summary"]["required"]) == summary_keys
