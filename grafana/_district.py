@@ -1,0 +1,98 @@
+"""One district: its uplink (the district-level site) and every site behind it."""
+
+from __future__ import annotations
+
+from grafana._panels import (
+    Json,
+    Query,
+    Size,
+    dashboard,
+    organize,
+    override,
+    stat,
+    steps,
+    table,
+    timeseries,
+)
+from grafana._vcmon import (
+    IN_DISTRICT,
+    IS_SITE,
+    SITE_LINK,
+    STATUS_MAPPINGS,
+    THRESHOLD_STEPS,
+    UNITS,
+    district_variable,
+    equals,
+    labels,
+    loss_ratio,
+    mean_rtt,
+    named,
+    site_variable,
+    status_code,
+    status_counts,
+    status_timeline,
+)
+
+UID = "vcmon-district"
+# The district-level site's id is the district's id: `site` equal to `$district`.
+UPLINK = 'site=~"$district"'
+
+
+def _uplink() -> list[Json]:
+    return [
+        stat("Uplink status", "The district-level site, which every site behind it reaches "
+             "the province through.", [Query(named(status_code(UPLINK)), legend="{{name}}",
+                                              instant=True)],
+             Size(4, 5), background=True, mappings=STATUS_MAPPINGS, thresholds=steps("green"),
+             extra={"links": [SITE_LINK]}),
+        stat("Uplink RTT", "Average round-trip time over the uplink's window.",
+             [Query(f"vcmon_site_rtt_seconds{labels(UPLINK, equals('stat', 'avg'))}",
+                    legend="RTT", instant=True)],
+             Size(4, 5), unit=UNITS["rtt"], thresholds=THRESHOLD_STEPS["rtt"]),
+        stat("Uplink loss", "Loss over the uplink's window.",
+             [Query(f"vcmon_site_loss_ratio{labels(UPLINK)}", legend="loss", instant=True)],
+             Size(4, 5), unit=UNITS["loss"], thresholds=THRESHOLD_STEPS["loss"]),
+        stat("Unreachable", "Sites of the district that are unreachable because a site "
+             "upstream of them (usually this uplink) is down.",
+             [Query(f"sum(vcmon_site_upstream_down{labels(IN_DISTRICT)})",
+                    legend="unreachable", instant=True)],
+             Size(4, 5), thresholds=steps("green", (1, "purple"))),
+        status_counts(Size(8, 5), IN_DISTRICT),
+    ]
+
+
+def _unreachable_table() -> Json:
+    return table(
+        "Unreachable because of an upstream site",
+        "Sites whose own link cannot be judged because a site between them and the "
+        "province is down; the upstream column is their direct parent.",
+        [Query(named(f"vcmon_site_upstream_down{labels(IN_DISTRICT, IS_SITE)} == 1",
+                     extra="parent"), instant=True, format="table")],
+        Size(24, 8),
+        transformations=[organize({"name": "Site", "site": "Id", "parent": "Upstream",
+                                   "tier": "Tier", "provision": "Provision"},
+                                  hide=["Time", "Value", "district", "instance", "job"])],
+        overrides=[override("Site", ("links", [SITE_LINK]))])
+
+
+def build() -> Json:
+    return dashboard(
+        UID, "vcmon: district", "A district's uplink and every site behind it.",
+        variables=[district_variable(multi=False), site_variable(multi=True)],
+        panels=[
+            *_uplink(),
+            timeseries("RTT by site", "Mean round-trip time of the replies in each interval "
+                       "(from the histogram); the dashed line is vcmon's RTT threshold.",
+                       [Query(named(mean_rtt("site", IN_DISTRICT, IS_SITE)),
+                              legend="{{name}}")],
+                       Size(12, 10), unit=UNITS["rtt"], thresholds=THRESHOLD_STEPS["rtt"],
+                       extra={"links": [SITE_LINK]}),
+            timeseries("Loss by site", "Share of probes without a reply in each interval "
+                       "(from the counters); the dashed line is vcmon's loss threshold.",
+                       [Query(named(loss_ratio("site", IN_DISTRICT, IS_SITE)),
+                              legend="{{name}}")],
+                       Size(12, 10), unit=UNITS["loss"], thresholds=THRESHOLD_STEPS["loss"],
+                       extra={"links": [SITE_LINK], "min": 0, "max": 1}),
+            status_timeline("Status of every site", Size(24, 12), IN_DISTRICT, IS_SITE),
+            _unreachable_table(),
+        ])
