@@ -12,7 +12,14 @@ from collections import Counter as _TallyCounter
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -79,7 +86,18 @@ class DaemonCollector(Collector):
                 source.table.clock()):
             active.add_metric([name], 1 if is_active else 0)
             preflight.add_metric([name], 1 if is_preflight else 0)
-        yield from (sites, ignored, skipped, sends, active, preflight)
+        starts = GaugeMetricFamily(
+            "vcmon_conference_start_timestamp_seconds",
+            "When the session starts (Unix time): dashboards show the next one.",
+            labels=["conference"])
+        ends = GaugeMetricFamily("vcmon_conference_end_timestamp_seconds",
+                                 "When the session ends (Unix time).", labels=["conference"])
+        schedule = source.health.config.schedule
+        for conference in schedule.conferences:
+            start, end = conference.bounds(schedule.zone)
+            starts.add_metric([conference.name], start.timestamp())
+            ends.add_metric([conference.name], end.timestamp())
+        yield from (sites, ignored, skipped, sends, active, preflight, starts, ends)
 
 
 def render(source: StateSource, registry: CollectorRegistry) -> bytes:
@@ -98,6 +116,8 @@ class DaemonMetrics:
         build.add_metric([__version__, platform.python_version()], 1)
         self._build = build
         registry.register(_Constant(build))
+        # process_cpu_seconds_total, process_resident_memory_bytes, open fds …
+        ProcessCollector(registry=registry)
         self.scheduler_lag = Histogram(
             "vcmon_scheduler_lag_seconds",
             "How late the sender woke for the earliest probe due, per wake-up.",

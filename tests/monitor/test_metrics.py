@@ -151,6 +151,8 @@ def test_self_metrics(scraped: tuple[Scrape, Source]) -> None:
     assert value("vcmon_icmp_packets_ignored_total", {"reason": "foreign"}) == 3
     assert value("vcmon_scheduler_skipped_cycles_total") == 0
     assert value("vcmon_scheduler_sends_total") == 7
+    rss = value("process_resident_memory_bytes")
+    assert rss is not None and rss > 1e6
     assert value("vcmon_scheduler_lag_seconds_count") == 0
     build = [s for s in registry.samples if s.name == "vcmon_build_info"]
     assert len(build) == 1 and build[0].value == 1
@@ -216,6 +218,16 @@ schedule:
     assert at_0715[("vcmon_conference_preflight", "sang-27")] == 1
     assert at_0715[("vcmon_conference_active", "sang-27")] == 0
     assert at_0715[("vcmon_conference_preflight", "chieu-27")] == 0
+    source = At("2026-03-27T07:15:00+07:00")
+    registry = CollectorRegistry()
+    registry.register(DaemonCollector(source))
+    scrape = Scrape(source, registry)
+    assert scrape.get_sample_value("vcmon_conference_start_timestamp_seconds",
+                                   {"conference": "chieu-27"}) == datetime.fromisoformat(
+        "2026-03-27T13:30:00+07:00").timestamp()
+    assert scrape.get_sample_value("vcmon_conference_end_timestamp_seconds",
+                                   {"conference": "sang-27"}) == datetime.fromisoformat(
+        "2026-03-27T11:30:00+07:00").timestamp()
     at_0800 = phases("2026-03-27T01:00:00+00:00")  # 08:00 in Hà Nội
     assert at_0800[("vcmon_conference_active", "sang-27")] == 1
     assert at_0800[("vcmon_conference_preflight", "sang-27")] == 0
