@@ -32,6 +32,7 @@ from monitor._addresses import check_address, check_listen
 from monitor._csvsites import load_csv
 from monitor._duration import parse_duration
 from monitor._links import Found, link_problems
+from monitor._mqtt_settings import MqttSettings
 from monitor._problems import (
     ConfigError,
     Document,
@@ -275,6 +276,8 @@ class Config(BaseModel):
     defaults: ProbeSettings = Field(default_factory=ProbeSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     schedule: Schedule = Field(default_factory=Schedule)
+    # no mqtt: section, no MQTT
+    mqtt: MqttSettings | None = None
     # None: the daemon writes no scheduled reports (``vcmon report`` still works)
     reports: ReportSettings | None = None
     sites: list[Site]

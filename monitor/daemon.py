@@ -19,6 +19,7 @@ from monitor.config import Config, ConfigError, ProbeSettings, default_config, l
 from monitor.health import HealthTracker, StateChange, Status
 from monitor.http import HttpServer
 from monitor.metrics import DaemonCollector, DaemonMetrics
+from monitor.mqtt import MqttPublisher
 from monitor.report import writer as report_writer
 from monitor.scheduler import Scheduler, SendFn, Target
 from monitor.sdnotify import Notifier
@@ -32,6 +33,9 @@ log = structlog.get_logger("vcmon.daemon")
 # seconds; in-flight probes get this long to resolve, anything still running after
 # it is cancelled.
 SHUTDOWN_GRACE = 1.0
+# Flushing queued events, "offline" and the disconnect run alongside the grace above,
+# so that a dead broker cannot make a stop take longer.
+MQTT_STOP_GRACE = 1.0
 
 
 class Daemon:
@@ -56,6 +60,7 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[list[str]]] = set()
+        self.publisher: MqttPublisher | None = None
 
     @property
     def ignored_packets(self) -> Counter[str]:
@@ -99,6 +104,11 @@ class Daemon:
 
     async def startup(self) -> None:
         self._stop = asyncio.Event()
+        if self.config.mqtt is not None:
+            # Started first, so that the first state changes are queued; it connects in
+            # the background and never holds up the start.
+            self.publisher = MqttPublisher(self.config.mqtt, self, self.registry)
+            self.publisher.start()
         self.scheduler.set_targets(await self.targets(self.config))
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
@@ -185,6 +195,8 @@ class Daemon:
             for changes in self.health.steps(self.table, time.time(), judge):
                 for change in changes:
                     _log_change(change)
+                    if self.publisher is not None:
+                        self.publisher.state_changed(change)
                 await asyncio.sleep(0)  # let due probes go out between chunks
 
     def request_stop(self) -> None:
@@ -205,6 +217,9 @@ class Daemon:
         self.notifier.stopping()
         for task in self._tasks:
             task.cancel()
+        publisher_stopped = None
+        if self.publisher is not None:
+            publisher_stopped = asyncio.create_task(self.publisher.stop(MQTT_STOP_GRACE))
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True),
                                    SHUTDOWN_GRACE)
@@ -218,6 +233,8 @@ class Daemon:
         for engine in self.engines.values():
             await engine.close()
         self.engines.clear()
+        if publisher_stopped is not None:
+            await publisher_stopped
         log.info("stopped")
 
     def _on_sighup(self) -> None:

@@ -171,8 +171,8 @@ INVALID: dict[str, list[str]] = {
         "allowed probe kinds are: icmp"
     ],
     "invalid-unknown-top-level.yml": [
-        '{file}:1: mqtt: unknown key "mqtt"; '
-        "allowed keys are: listen, defaults, health, schedule, reports, sites"
+        '{file}:1: mqttt: unknown key "mqttt" (did you mean "mqtt"?); '
+        "allowed keys are: listen, defaults, health, schedule, mqtt, reports, sites"
     ],
     "invalid-window-short.yml": [
         "{file}:3: defaults.window: the window of 60 s is shorter than the interval of 120 s "

@@ -1,0 +1,82 @@
+"""The topic tree and the JSON of each message (README, section MQTT, shows them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.config import Site
+from monitor.health import SiteHealth, StateChange, measurements
+from monitor.stats import WindowStats
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}/status"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}/events"
+
+    # site ids are slugs ([a-z0-9_-]), checked by the inventory: always one topic level
+    def state(self, site_id: str) -> str:
+        return f"{self.prefix}/sites/{site_id}/state"
+
+    def measurements(self, site_id: str) -> str:
+        return f"{self.prefix}/sites/{site_id}/measurements"
+
+
+def timestamp(unix: float) -> str:
+    """RFC 3339 in UTC with milliseconds: what phones and dashboards parse without help."""
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def _encode(document: dict[str, Any]) -> bytes:
+    # Vietnamese names stay readable on a technician's MQTT app instead of \u escapes.
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _site(site: Site) -> dict[str, Any]:
+    return {"site": site.id, "name": site.name, "tier": site.tier,
+            "district": site.district or site.id, "parent": site.parent,
+            "provision": site.provision}
+
+
+def state_payload(health: SiteHealth, stats: WindowStats | None, now: float) -> bytes:
+    """The retained ``sites/<id>/state`` message: status now and the window behind it."""
+    return _encode({
+        **_site(health.site),
+        "status": health.status.value,
+        "reason": health.reason,
+        "since": timestamp(health.since),
+        "window": measurements(stats) if stats is not None else None,
+        "updated": timestamp(now),
+    })
+
+
+def event_payload(change: StateChange, run: str, seq: int) -> bytes:
+    """One ``events`` message; ``id`` is the same for every copy of the same event."""
+    return _encode({
+        "id": f"{run}:{seq}",
+        "run": run,
+        "seq": seq,
+        "at": timestamp(change.at),
+        **_site(change.site),
+        "before": change.before.value,
+        "after": change.after.value,
+        "reason": change.reason,
+        "window": change.measurements or None,
+    })
+
+
+def measurement_payload(site: Site, stats: WindowStats, now: float) -> bytes:
+    """One periodic ``sites/<id>/measurements`` message: every statistic of the window."""
+    return _encode({"site": site.id, "at": timestamp(now), **dataclasses.asdict(stats)})
