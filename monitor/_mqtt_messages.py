@@ -25,6 +25,10 @@ class Topics:
     def events(self) -> str:
         return f"{self.prefix}/events"
 
+    @property
+    def reports(self) -> str:
+        return f"{self.prefix}/reports"
+
     # site ids are slugs ([a-z0-9_-]), checked by the inventory: always one topic level
     def state(self, site_id: str) -> str:
         return f"{self.prefix}/sites/{site_id}/state"

@@ -112,7 +112,8 @@ class Daemon:
         self.scheduler.set_targets(await self.targets(self.config))
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
-        self._tasks.append(asyncio.create_task(report_writer.run(self), name="reports"))
+        publish = self.publisher.report_written if self.publisher is not None else None
+        self._tasks.append(asyncio.create_task(report_writer.run(self, publish), name="reports"))
         await self.http.start(self.listen)
         self.metrics.config_loaded(success=True)
         modes = sorted({engine.mode for engine in self.engines.values()})
@@ -156,6 +157,8 @@ class Daemon:
         self.scheduler.set_targets(await self.targets(config))
         self.config = config
         self.metrics.config_loaded(success=True)
+        if self.publisher is not None:
+            self.publisher.sites_changed()
         after = set(self.table.sites)
         log.info("reloaded", source=config.source, sites=len(after),
                  added=len(after - before), removed=len(before - after))

@@ -9,6 +9,7 @@ exponential backoff and jitter) and sends, in this order after each (re)connect:
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
 import time
@@ -118,6 +119,20 @@ class MqttPublisher:
         self._queue.put(Outgoing("event", self.topics.events,
                                  event_payload(change, self.run_id, self._seq), self.settings.qos))
         self._dirty[change.site.id] = None
+        self._wake.set()
+
+    def report_written(self, summary: dict[str, Any]) -> None:
+        """Queue a readiness report's summary, retained so a late subscriber sees the last.
+
+        It waits with the events: a report is as important to keep across an outage."""
+        payload = json.dumps(summary, ensure_ascii=False).encode()
+        self._queue.put(Outgoing("event", self.topics.reports, payload, self.settings.qos,
+                                 retain=True))
+        self._wake.set()
+
+    def sites_changed(self) -> None:
+        """A reload added or removed sites: publish the new ones, clear the removed."""
+        self._resync()
         self._wake.set()
 
     async def stop(self, grace: float) -> None:

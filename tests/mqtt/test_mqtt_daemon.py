@@ -6,13 +6,26 @@ Sites are 127.0.50.x on the host's loopback; the broker listens on 127.0.0.1 onl
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from monitor.config import load_config
+from monitor.daemon import Daemon
+from tests.conftest import free_port
 from tests.mqtt.broker import Broker, skip_unless_mosquitto
-from tests.mqtt.common import config, daemon_for, payloads, running, sample, until
+from tests.mqtt.common import (
+    config,
+    daemon_for,
+    inventory,
+    payloads,
+    running,
+    sample,
+    until,
+)
 from tests.mqtt.subscriber import Subscriber
 
 pytestmark = [
@@ -114,3 +127,33 @@ async def test_a_broker_away_longer_than_the_queue_holds(tmp_path: Path) -> None
                 subscriber.close()
     finally:
         broker.kill()
+
+
+async def test_a_reload_publishes_new_sites_and_clears_removed_ones(tmp_path: Path) -> None:
+    with Broker(tmp_path) as broker:
+        path = tmp_path / "sites.yaml"
+        path.write_text(inventory(broker.port, sites=3), encoding="utf-8")
+        daemon = Daemon(load_config(path), config_path=str(path), registry=CollectorRegistry(),
+                        listen=f"127.0.0.1:{free_port()}")
+        async with running(daemon):
+            await until(lambda: sample(daemon, "vcmon_mqtt_published_total", kind="event") == 3,
+                        10, "three events")
+            # s1 goes, s4 comes
+            path.write_text(inventory(broker.port, sites=3, first=2), encoding="utf-8")
+            assert await daemon.reload() == []
+            await until(lambda: sample(daemon, "vcmon_mqtt_published_total", kind="event") == 4,
+                        10, "the new site's first event")
+            daemon.publisher.report_written({"at": "2026-03-27T08:45:00+07:00", "ready": 3})
+            await until(lambda: sample(daemon, "vcmon_mqtt_published_total", kind="event") == 5,
+                        10, "the report summary")
+            subscriber = Subscriber(tmp_path, broker.port, "vcmon/#")
+            try:
+                await until(lambda: len(subscriber.messages()) >= 5, 10, "retained messages")
+                retained = {m["topic"]: m["payload"] for m in subscriber.messages()
+                            if m["retain"]}
+                assert sorted(t for t in retained if t.startswith("vcmon/sites/")) == [
+                    "vcmon/sites/s2/state", "vcmon/sites/s3/state", "vcmon/sites/s4/state"]
+                assert json.loads(retained["vcmon/reports"]) == {
+                    "at": "2026-03-27T08:45:00+07:00", "ready": 3}
+            finally:
+                subscriber.close()
