@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from monitor import __version__
 from monitor.config import Config, ConfigError, default_config, load_config
+from monitor.lab.cli import add_lab_parser
 from monitor.logs import configure_logging
 from monitor.report.cli import add_report_parser
 from monitor.stats import summarize
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--timeout", "-W", type=_seconds, default=1.0, help="seconds per packet")
     probe.add_argument("--size", "-s", type=_payload, default=56, help="payload bytes")
     probe.set_defaults(func=_cmd_probe)
+    add_lab_parser(sub)
     add_report_parser(sub)
     return parser
 
