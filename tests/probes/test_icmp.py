@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 
 import probes.icmp
+from monitor.lab.profiles import Profile
+from monitor.lab.responder import Responder
+from monitor.lab.state import LabSite, LabState, write_state
 from probes import KINDS, Outcome, ProbeResult
 from probes.icmp import IcmpEngine, IcmpPermissionError, ping
 from tests.netns import NetNamespace, route_device, skip_unless_available
-from tests.probes.responder import DelayedResponder
 
 pytestmark = skip_unless_available
 REPO = Path(__file__).resolve().parents[2]
@@ -340,9 +342,14 @@ async def test_close_drops_pending_probes(
         engine.send("site", "127.0.0.1", 0.05)
 
 
+def answering_loopback(delay: float) -> LabState:
+    """The lab's responder, answering pings to 127.0.0.1 ``delay`` s late."""
+    return LabState(sites=[LabSite(id="site", address="127.0.0.1", profile=Profile(delay=delay))])
+
+
 @pytest.fixture
-async def slow_responder(silent_namespace: NetNamespace) -> AsyncIterator[DelayedResponder]:
-    responder = DelayedResponder(delay=0.3)
+async def slow_responder(silent_namespace: NetNamespace) -> AsyncIterator[Responder]:
+    responder = Responder(answering_loopback(0.3))
     with silent_namespace.entered():
         responder.start()
     yield responder
@@ -353,7 +360,7 @@ async def slow_responder(silent_namespace: NetNamespace) -> AsyncIterator[Delaye
 async def test_reply_after_the_timeout_is_late_not_received(
     engines: list[IcmpEngine],
     silent_namespace: NetNamespace,
-    slow_responder: DelayedResponder,
+    slow_responder: Responder,
     mode: probes.icmp.Mode,
 ) -> None:
     results = Results(5)
@@ -368,7 +375,7 @@ async def test_reply_after_the_timeout_is_late_not_received(
 
 
 async def test_replies_slower_than_the_interval_are_not_lost(
-    engines: list[IcmpEngine], silent_namespace: NetNamespace, slow_responder: DelayedResponder
+    engines: list[IcmpEngine], silent_namespace: NetNamespace, slow_responder: Responder
 ) -> None:
     results = Results(8)
     engine = await start_engine(engines, results, "raw", silent_namespace)
@@ -382,13 +389,15 @@ async def test_replies_slower_than_the_interval_are_not_lost(
 
 
 @pytest.fixture
-def responder_process(silent_namespace: NetNamespace) -> Iterator[None]:
-    """tests/probes/responder.py as its own process in the namespace, answering in 50 ms.
+def responder_process(silent_namespace: NetNamespace, tmp_path: Path) -> Iterator[None]:
+    """The lab's responder as its own process in the namespace, answering in 50 ms.
 
     Its replies leave on time even while the test blocks its own event loop.
     """
-    script = str(REPO / "tests" / "probes" / "responder.py")
-    argv = silent_namespace.command([sys.executable, script, "--delay", "0.05"])
+    state = tmp_path / "state.json"
+    write_state(state, answering_loopback(0.05))
+    argv = silent_namespace.command(
+        [sys.executable, "-m", "monitor.lab.responder", "--state", str(state)])
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as responder:
         try:
             assert responder.stdout is not None
