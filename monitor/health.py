@@ -80,14 +80,16 @@ class SiteHealth:
     """One site's health and the counters its hysteresis needs."""
 
     __slots__ = ("ancestors", "bad_streak", "changes", "clean_since", "degraded",
-                 "degraded_reason", "exceeded", "good_streak", "limits", "own_down", "reason",
-                 "since", "site", "status", "unreachable_behind")
+                 "degraded_reason", "down_since", "exceeded", "good_streak", "hold", "limits",
+                 "own_down", "reason", "since", "site", "status", "unreachable_behind")
 
     def __init__(self, site: Site, limits: Thresholds, ancestors: tuple[str, ...],
-                 now: float) -> None:
+                 now: float, hold: float = 0.0) -> None:
         self.site = site
         self.limits = limits
         self.ancestors = ancestors  # nearest first
+        self.hold = hold
+        self.down_since = 0.0
         self.status = Status.UNKNOWN
         self.reason = "no probe has resolved yet"
         self.since = now
@@ -134,11 +136,12 @@ class HealthTracker:
         sites = {}
         for site in config.sites:
             limits, ancestors = config.thresholds_for(site), _ancestors(config, site)
+            hold = _hold(config, site, ancestors)
             h = self.sites.get(site.id)
             if h is None:
-                h = SiteHealth(site, limits, ancestors, now)
+                h = SiteHealth(site, limits, ancestors, now, hold)
             else:
-                h.site, h.limits, h.ancestors = site, limits, ancestors
+                h.site, h.limits, h.ancestors, h.hold = site, limits, ancestors, hold
             sites[site.id] = h
         self.sites = sites
         self._by_district: dict[str, list[str]] = {}
@@ -195,7 +198,7 @@ class HealthTracker:
                   in_maintenance: dict[str, str]) -> list[StateChange]:
         changes = []
         for site_id, h in items:
-            status, reason = self._status(h, table.sites.get(site_id), in_maintenance)
+            status, reason = self._status(h, table.sites.get(site_id), in_maintenance, now)
             if status is not h.status:
                 state = table.sites.get(site_id)
                 stats = state.window.stats(now) if state is not None else None
@@ -210,6 +213,7 @@ class HealthTracker:
     def _track_down(self, h: SiteHealth, state: SiteState, now: float) -> None:
         if not h.own_down and state.up is False:
             h.own_down = True
+            h.down_since = now
             h.degraded, h.bad_streak, h.good_streak, h.exceeded = False, 0, 0, ()
             h.degraded_reason = ""
         elif h.own_down and state.consecutive_received >= self.settings.recover_after:
@@ -217,7 +221,7 @@ class HealthTracker:
             h.clean_since = now
 
     def _status(self, h: SiteHealth, state: SiteState | None,
-                in_maintenance: dict[str, str]) -> tuple[Status, str]:
+                in_maintenance: dict[str, str], now: float) -> tuple[Status, str]:
         reason = in_maintenance.get(h.site.id)
         if reason is not None:
             return Status.MAINTENANCE, reason
@@ -228,6 +232,9 @@ class HealthTracker:
                 upstream.unreachable_behind += 1
                 return Status.UNREACHABLE, f"upstream site {ancestor} is down"
         if h.own_down:
+            held = self._held(h, now)
+            if held is not None:
+                return held
             lost = state.consecutive_lost if state is not None else 0
             return Status.DOWN, f"no reply to the last {lost} probes"
         if state is None or state.up is None:
@@ -236,10 +243,36 @@ class HealthTracker:
             return Status.DEGRADED, h.degraded_reason
         return Status.OK, ""
 
+    def _held(self, h: SiteHealth, now: float) -> tuple[Status, str] | None:
+        """Whether a site that stopped answering must wait before it counts as down.
+
+        Parent and child probes are phased apart by up to an interval, so when an uplink
+        fails the child's losses can add up before the parent's do, and when it comes
+        back the child's replies can lag the parent's. For ``hold`` seconds around an
+        upstream outage the child is not reported down, so that it never pages before
+        (or after) the upstream site whose outage it only inherits.
+        """
+        if not h.ancestors:
+            return None
+        back = max((self.sites[a].clean_since for a in h.ancestors if a in self.sites),
+                   default=0.0)
+        if now - back < h.hold:
+            return Status.UNREACHABLE, "upstream came back; waiting for this site's replies"
+        if now - h.down_since < h.hold and h.status is not Status.DOWN:
+            return h.status, h.reason  # not confirmed yet: an upstream outage may explain it
+        return None
+
     def conference_phases(self, now: float) -> list[tuple[str, bool, bool]]:
         moment = datetime.fromtimestamp(now, UTC)
         return [(c.name, active, preflight)
                 for c, active, preflight in self.config.schedule.phases(moment)]
+
+
+def _hold(config: Config, site: Site, ancestors: tuple[str, ...]) -> float:
+    """Two of the slowest intervals on the path to the province: the phase gap between
+    a site's probes and its upstream's, plus a health tick."""
+    chain = [site, *(config.site(a) for a in ancestors)]
+    return 2 * max(config.settings_for(s).interval for s in chain) if ancestors else 0.0
 
 
 def _ancestors(config: Config, site: Site) -> tuple[str, ...]:

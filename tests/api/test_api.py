@@ -57,6 +57,8 @@ def _stand() -> Stand:
         outcome = Outcome.REPLY if seq < 2 else Outcome.TIMEOUT
         table.record(ProbeResult("dist", "127.0.0.2", seq, sent, outcome,
                                  0.02 if seq < 2 else None))
+    # down from now - 2, confirmed after the hold that waits for an upstream outage
+    health.update(table, now - 2, evaluate=True)
     health.update(table, now, evaluate=True)
     return Stand(table, health, config)
 

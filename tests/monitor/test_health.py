@@ -111,8 +111,13 @@ def test_down_after_consecutive_losses_and_back_after_replies() -> None:
     world.second({"xa-a": None})
     assert world.status("xa-a") is Status.OK
     world.second({"xa-a": None})
+    # held for two intervals: an upstream outage might explain the losses
+    assert world.status("xa-a") is Status.OK
+    world.second({"xa-a": None})
+    assert world.status("xa-a") is Status.OK
+    world.second({"xa-a": None})
     assert world.status("xa-a") is Status.DOWN
-    assert world.tracker.sites["xa-a"].reason == "no reply to the last 3 probes"
+    assert world.tracker.sites["xa-a"].reason == "no reply to the last 5 probes"
     for _ in range(20):
         world.second({"xa-a": None})
     world.second()
@@ -130,7 +135,7 @@ def test_sites_behind_a_down_district_are_unreachable_not_down() -> None:
     for _ in range(5):
         world.second()
     gone = {"huyen": None, "xa-a": None, "xa-b": None}
-    for _ in range(4):
+    for _ in range(5):
         world.second(gone)
     assert world.status("huyen") is Status.DOWN
     assert world.status("xa-a") is Status.UNREACHABLE
@@ -231,3 +236,39 @@ def test_bad_thresholds_are_explained() -> None:
         "(0 to 100 %)",
         "sites.yaml:3: health.thresholds.mos: 5 is not on the MOS scale; use 1 to 4.5, e.g. 3.6",
     ]
+
+
+def test_a_child_whose_losses_add_up_first_never_pages_before_its_uplink() -> None:
+    world = World()
+    for _ in range(5):
+        world.second()
+    # the commune's probes are phased before the district's: its third loss comes
+    # one tick before the district's
+    world.second({"xa-a": None})
+    world.second({"xa-a": None, "huyen": None})
+    world.second({"xa-a": None, "huyen": None})
+    assert world.status("xa-a") is Status.OK  # own_down, but held
+    world.second({"xa-a": None, "huyen": None})
+    assert world.status("huyen") is Status.OK  # held too, under the province
+    for _ in range(3):
+        world.second({"xa-a": None, "huyen": None})
+    assert world.status("huyen") is Status.DOWN
+    assert world.status("xa-a") is Status.UNREACHABLE
+    # the uplink comes back a tick before the commune's replies do
+    world.second({"xa-a": None})
+    world.second({"xa-a": None})
+    assert world.status("huyen") is Status.OK
+    assert world.status("xa-a") is Status.UNREACHABLE
+    assert world.tracker.sites["xa-a"].reason.startswith("upstream came back")
+    world.second()
+    world.second()
+    assert world.status("xa-a") is Status.OK
+    assert [c for c in world.changes if c[0] == "xa-a" and c[2] is Status.DOWN] == []
+
+
+def test_a_site_without_upstream_is_down_without_hold() -> None:
+    world = World()
+    world.second()
+    for _ in range(3):
+        world.second({"tinh": None})
+    assert world.status("tinh") is Status.DOWN

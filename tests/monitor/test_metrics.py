@@ -83,6 +83,8 @@ def scraped() -> tuple[Scrape, Source]:
     source.table.record(reply("tinh", NOW - 100, 5.0))  # outside the 60 s window
     source.table.record(lost("xa-lac-ve", NOW - 3))
     source.table.record(lost("xa-lac-ve", NOW - 2, Outcome.UNREACHABLE))
+    # down at NOW - 2, confirmed once the two-interval hold for an upstream outage is over
+    source.health.update(source.table, NOW - 2, evaluate=True)
     source.health.update(source.table, NOW, evaluate=True)
     registry = CollectorRegistry()
     DaemonMetrics(registry)

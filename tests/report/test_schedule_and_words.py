@@ -91,6 +91,8 @@ async def test_the_daemon_writes_every_format_and_publishes_a_summary(tmp_path: 
     for seq in range(4):
         table.record(ProbeResult("prov", "127.0.0.1", seq, now - 4 + seq, Outcome.REPLY, 0.01))
         table.record(ProbeResult("xa", "127.0.0.2", seq, now - 4 + seq, Outcome.TIMEOUT))
+    # down from now - 2, confirmed after the hold that waits for an upstream outage
+    health.update(table, now - 2, evaluate=True)
     health.update(table, now, evaluate=True)
     published: list[dict[str, Any]] = []
     assert config.reports is not None
