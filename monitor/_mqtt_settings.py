@@ -25,6 +25,7 @@ from pydantic import (
 from monitor._addresses import check_address
 from monitor._duration import parse_duration
 from monitor._problems import show
+from monitor._problems import show_number as _num
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOPIC_LEVEL_FORBIDDEN = frozenset("+#\0")
@@ -32,10 +33,6 @@ _TOPIC_LEVEL_FORBIDDEN = frozenset("+#\0")
 
 class MqttSetupError(Exception):
     """The broker cannot be tried yet: a password or TLS file is missing or unreadable."""
-
-
-def _num(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:.6g}"
 
 
 def _within(low: float, high: float, unit: str) -> AfterValidator:

@@ -164,3 +164,8 @@ def _inner(annotation: Any) -> Any:
     if origin in (list, Union, types.UnionType):
         return next(a for a in get_args(annotation) if a is not type(None))
     return annotation
+
+
+def show_number(value: float) -> str:
+    """A number as a message shows it: integers as written, others to six digits."""
+    return str(value) if isinstance(value, int) else f"{value:.6g}"

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from monitor.config import Config
-from monitor.health import HealthTracker, SiteHealth, Status
+from monitor.health import HealthTracker, SiteHealth, SiteSource, Status
 from monitor.report.settings import report_times
 from monitor.state import SiteState, SiteTable
 from monitor.stats import summarize
@@ -148,14 +148,8 @@ def summary(records: list[dict[str, Any]], config: Config, now: float) -> dict[s
     }
 
 
-class Source(Protocol):
-    """What the API reads: the daemon, or a test's stand-in."""
-
-    @property
-    def table(self) -> SiteTable: ...
-
-    @property
-    def health(self) -> HealthTracker: ...
+class Source(SiteSource, Protocol):
+    """What the API reads beyond the sites: the inventory."""
 
     @property
     def config(self) -> Config: ...

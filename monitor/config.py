@@ -43,6 +43,7 @@ from monitor._problems import (
     show,
     unknown_name,
 )
+from monitor._problems import show_number as _num
 from monitor._site_types import Provision, Tier
 from monitor._yamlpos import load_yaml
 from monitor.report.settings import ReportSettings
@@ -70,10 +71,6 @@ __all__ = [
 # which can do so even when other parts of the file are invalid, and knows the lines.
 _RECHECKED = frozenset({"site_links", "probe_settings", "schedule_references"})
 _LOADER_FIELDS = frozenset({"source"})
-
-
-def _num(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:.6g}"
 
 
 def _between(low: float, high: float | None, unit: str) -> AfterValidator:

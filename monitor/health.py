@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from monitor.config import Config, Site
 from monitor.state import SiteState, SiteTable
@@ -266,6 +266,16 @@ class HealthTracker:
         moment = datetime.fromtimestamp(now, UTC)
         return [(c.name, active, preflight)
                 for c, active, preflight in self.config.schedule.phases(moment)]
+
+
+class SiteSource(Protocol):
+    """What the sinks read (exposition, MQTT, API): the daemon, or a test's stand-in."""
+
+    @property
+    def table(self) -> SiteTable: ...
+
+    @property
+    def health(self) -> HealthTracker: ...
 
 
 def _hold(config: Config, site: Site, ancestors: tuple[str, ...]) -> float:

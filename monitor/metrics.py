@@ -25,15 +25,11 @@ from prometheus_client.registry import Collector
 
 from monitor import __version__
 from monitor.exposition import render_sites
-from monitor.health import HealthTracker
-from monitor.state import SiteTable
+from monitor.health import SiteSource
 
 
-class StateSource(Protocol):
-    """What the exposition reads; the daemon, or a test's stand-in."""
-
-    @property
-    def table(self) -> SiteTable: ...
+class StateSource(SiteSource, Protocol):
+    """What the exposition reads beyond the sites: the engines' and scheduler's counts."""
 
     @property
     def ignored_packets(self) -> _TallyCounter[str]: ...
@@ -43,9 +39,6 @@ class StateSource(Protocol):
 
     @property
     def scheduler_sends(self) -> int: ...
-
-    @property
-    def health(self) -> HealthTracker: ...
 
 
 class DaemonCollector(Collector):

@@ -14,7 +14,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from aiomqtt import Client, MqttCodeError, MqttError, Will
@@ -29,10 +29,9 @@ from monitor._mqtt_messages import (
 )
 from monitor._mqtt_queue import QUEUED_KINDS, Kind, OutboundQueue, Outgoing
 from monitor._mqtt_settings import MqttSettings, MqttSetupError
-from monitor.health import HealthTracker, StateChange
-from monitor.state import SiteTable
+from monitor.health import SiteSource, StateChange
 
-__all__ = ["MqttPublisher", "MqttSettings", "StateSource"]
+__all__ = ["MqttPublisher", "MqttSettings", "SiteSource"]
 
 log = structlog.get_logger("vcmon.mqtt")
 
@@ -43,16 +42,6 @@ WINDOW = 20
 SLICE = 256
 # CONNACK reason codes (MQTT 5 numbering, which paho also uses for 3.1.1 refusals)
 _BAD_CREDENTIALS = frozenset({4, 5, 134, 135})
-
-
-class StateSource(Protocol):
-    """What the publisher reads: the daemon, or a test's stand-in."""
-
-    @property
-    def table(self) -> SiteTable: ...
-
-    @property
-    def health(self) -> HealthTracker: ...
 
 
 class MqttMetrics:
@@ -83,7 +72,7 @@ class MqttMetrics:
 
 
 class MqttPublisher:
-    def __init__(self, settings: MqttSettings, source: StateSource,
+    def __init__(self, settings: MqttSettings, source: SiteSource,
                  registry: CollectorRegistry) -> None:
         self.settings = settings
         self.topics = Topics(settings.prefix)

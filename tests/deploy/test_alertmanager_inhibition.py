@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 from tests.deploy.conftest import ALERTMANAGER_CONFIG, tool
 
 pytestmark = pytest.mark.services
@@ -161,12 +161,7 @@ def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[Alertmanager]:
         until(ready, "Alertmanager ready", log)
         yield am
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 def site_alert(alertname: str, severity: str, site: str, tier: str, district: str,

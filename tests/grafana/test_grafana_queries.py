@@ -31,6 +31,7 @@ import yaml
 
 from grafana.build import DASHBOARDS, DASHBOARDS_DIR
 from tests import netns
+from tests.conftest import stop_process
 from tests.netns import NetNamespace
 
 pytestmark = [
@@ -164,16 +165,6 @@ def _prometheus_config(tmp: Path) -> Path:
     return config
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     tmp = tmp_path_factory.mktemp("grafana")
@@ -223,7 +214,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             yield scn
         finally:
             for proc in procs:
-                _stop(proc)
+                stop_process(proc, 10.0)
 
 
 def _grafana_regex(regex: str) -> re.Pattern[str]:

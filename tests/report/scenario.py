@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from tests.conftest import stop_process
 from tests.netns import NetNamespace
 
 ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -150,7 +151,7 @@ class Province:
         self.stack.callback(log.close)
         proc = subprocess.Popen(self.hub.command(argv), stdout=log, stderr=log,
                                 cwd=Path(__file__).parents[2])
-        self.stack.callback(_stop, proc)
+        self.stack.callback(stop_process, proc)
 
     def get(self, path: str, *, raw: bool = False, base: str = DAEMON) -> Any:
         """GET from inside the hub; JSON unless ``raw``. OSError when nothing answers."""
@@ -186,16 +187,6 @@ class Province:
         """A command inside the hub (e.g. ``vcmon report``)."""
         return subprocess.run(self.hub.command(argv), capture_output=True, timeout=timeout,
                               check=False, cwd=Path(__file__).parents[2])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @contextlib.contextmanager
