@@ -81,3 +81,26 @@ def test_the_image_command_serves_and_its_healthcheck_passes(wheel_venv: Path) -
     finally:
         proc.terminate()
         assert proc.wait(5) == 0
+
+
+def test_compose_brings_up_the_stack_with_the_shipped_configs() -> None:
+    import yaml
+
+    deploy = ROOT / "deploy"
+    compose = yaml.safe_load((deploy / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert sorted(services) == ["alertmanager", "grafana", "mosquitto", "prometheus", "vcmon"]
+    assert (deploy / services["vcmon"]["build"]).resolve() == ROOT
+    for name, service in services.items():
+        # the shipped configs all talk over 127.0.0.1
+        assert service["network_mode"] == "host", name
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("${VCMON_CONFIG:-"):
+                source = source[len("${VCMON_CONFIG:-"):-1]
+            if source.startswith("."):
+                assert (deploy / source).exists(), (name, source)
+    provider = yaml.safe_load(
+        (ROOT / "grafana/provisioning/dashboards/vcmon.yml").read_text())
+    mounted = [v.split(":")[1] for v in services["grafana"]["volumes"]]
+    assert provider["providers"][0]["options"]["path"] in mounted
