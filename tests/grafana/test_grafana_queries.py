@@ -1,18 +1,23 @@
 """Every dashboard query, run against a real Prometheus that scraped vcmon on conference day.
 
-The scenario runs in a private network namespace (only ``lo``): vcmon probes the 240
-embedded sites on 127.10.x.y, and Prometheus (Debian's binary) scrapes it every second.
-``prohibit`` routes make one district uplink and one commune unsendable (down, and the
-uplink's communes unreachable); tiny RTT limits make three communes degraded; one
-district is in maintenance; one session is on and the next one in pre-flight. Each
-panel query then runs the way Grafana would send it, with the template variables
-replaced by real values. The lab (monitor/lab) had not landed when this was written.
+``vcmon lab up --config <embedded inventory> --profile conference-day`` builds the 240
+embedded sites as far sites on a test-only lab (its own name, a /24 of 198.19.64.0/18,
+RFC 2544): one district uplink down with its communes behind it, ~5 % of the communes
+degraded (jitter 40 ms, loss 3 %), the others healthy at their tier's RTT. vcmon probes
+the lab's inventory (after the lab's own route check) and Prometheus (Debian's binary)
+scrapes it every second, both on 127.0.0.1. The test adds what the scenario does not
+have: a jitter threshold between the healthy and the degraded links, one commune made
+unsendable by a ``prohibit`` route (down, with probe errors), one district in
+maintenance, one session on and the next one in pre-flight. Each panel query then runs
+the way Grafana would send it, with the template variables replaced by real values.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -30,9 +35,12 @@ import pytest
 import yaml
 
 from grafana.build import DASHBOARDS, DASHBOARDS_DIR
+from monitor.config import load_config
+from monitor.lab import netlab
+from monitor.lab.netlab import Lab
+from monitor.lab.state import LabState, read_state
 from tests import netns
-from tests.conftest import stop_process
-from tests.netns import NetNamespace
+from tests.conftest import free_port, stop_process
 
 pytestmark = [
     pytest.mark.services, pytest.mark.netns, netns.skip_unless_available,
@@ -41,13 +49,15 @@ pytestmark = [
 ]
 
 Json = dict[str, Any]
-DEMO = Path(__file__).parents[2] / "monitor" / "data" / "default-inventory.yaml"
-VCMON = "127.0.0.1:9470"
-PROMETHEUS = "127.0.0.1:9090"
+REPO = Path(__file__).parents[2]
+DEMO = REPO / "monitor" / "data" / "default-inventory.yaml"
 # Grafana's $__rate_interval is max($__interval + scrape interval, 4 × scrape interval);
 # scrapes here are 1 s apart, and a range query steps by $__interval.
 MACROS = {"__rate_interval": "4s", "__interval": "1s", "__range": "1m"}
 RANGE = 60
+# Between the lab's healthy links (jitter ≤ 6 ms, which vcmon reads as ≤ 4 ms) and its
+# degraded ones (± 40 ms, read as about 27 ms): those and only those are degraded.
+JITTER_LIMIT = 0.012
 # Shown on the dashboards, not yet exported by vcmon: the MQTT publisher
 # (monitor/mqtt.py) is still being written and README's metric table does not list
 # these. A query of them may return nothing; any other metric name must exist.
@@ -56,28 +66,29 @@ NOT_YET_EXPORTED = frozenset({
     "vcmon_mqtt_dropped_total", "vcmon_mqtt_reconnects_total",
     "vcmon_mqtt_publish_errors_total",
 })
-# Nothing in a private namespace is foreign, late or duplicated, so this counter has no
-# samples (and /metrics omits it). The test still checks that vcmon's code names it.
+# Foreign, late or duplicated echo replies may or may not come by during the test, so
+# this counter may have no samples (and /metrics then omits it). The test still checks
+# that vcmon's code names it.
 QUIET_HERE = frozenset({"vcmon_icmp_packets_ignored_total"})
-SOURCES = Path(__file__).parents[2] / "monitor"
+SOURCES = REPO / "monitor"
 
 
 @dataclass
 class Scenario:
-    ns: NetNamespace
+    prometheus: str
     sites: list[Json]
-    districts: list[str]  # the down uplink's, the maintained one, the one with both
+    districts: list[str]  # the down uplink's, the maintained one, one with degraded communes
     expected: dict[str, list[str]]  # status → its sites, the district site first
 
     def api(self, endpoint: str, **params: str | float) -> Any:
-        """A Prometheus HTTP API call inside the namespace; its ``data``."""
-        url = f"http://{PROMETHEUS}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
-        with self.ns.entered():
-            try:
-                with urllib.request.urlopen(url, timeout=10) as response:
-                    body = json.load(response)
-            except urllib.error.HTTPError as exc:
-                raise AssertionError(f"{params.get('query')!r}: {exc.read().decode()}") from None
+        """A Prometheus HTTP API call; its ``data``."""
+        url = (f"http://{self.prometheus}/api/v1/{endpoint}?"
+               f"{urllib.parse.urlencode(params)}")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"{params.get('query')!r}: {exc.read().decode()}") from None
         assert body["status"] == "success", body
         return body["data"]
 
@@ -94,8 +105,8 @@ class Scenario:
         return float(sample["value"][1])
 
 
-def _get(ns: NetNamespace, url: str) -> bytes:
-    with ns.entered(), urllib.request.urlopen(url, timeout=5) as response:
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
         body: bytes = response.read()
         return body
 
@@ -114,41 +125,59 @@ def _wait(what: str, ready: Any, seconds: float, *procs: subprocess.Popen[bytes]
     pytest.fail(f"{what} within {seconds} s")
 
 
-def _conference_day(document: Json) -> tuple[Json, list[str], dict[str, list[str]], list[str]]:
-    """The demo inventory turned into the scenario; the districts of interest, who should
-    be in which status, and the addresses that must not be sendable."""
-    sites = document["sites"]
-    by_parent: dict[str, list[Json]] = {}
-    for site in sites:
-        by_parent.setdefault(site.get("parent", ""), []).append(site)
-    districts = [s for s in sites if s["tier"] == "district"]
-    uplink, maintained, mixed = districts[4], districts[6], districts[0]
-    communes = by_parent[mixed["id"]]
-    degraded, lost = communes[:3], communes[3]
-    for site in degraded:
-        site["thresholds"] = {"rtt": 0.000001}  # loopback answers in µs, never in under 1 µs
+def _test_lab() -> Lab:
+    """A lab named vcgf-XXXXXX on a random /24 of 198.19.64.0/18: never the user's
+    vcmon-lab (whose addresses start at the bottom of 198.18.0.0/15), nor the /17 where
+    tests/lab and tests/deploy make theirs."""
+    block = 198 << 24 | 19 << 16 | (64 + secrets.randbelow(64)) << 8
+    return Lab(name=f"vcgf-{secrets.token_hex(3)}",
+               network=ipaddress.IPv4Network((block, 24)))
+
+
+def _lab(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "monitor.cli", "lab", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def _conference_day(document: Json, lab_inventory: Path, state: LabState
+                    ) -> tuple[Json, list[str], dict[str, list[str]], str]:
+    """The lab's inventory with what the scenario lacks; the districts of interest, who
+    should be in which status, and the address that must not be sendable."""
+    district_of = {site.id: site.district for site in load_config(str(lab_inventory)).sites}
+    label = {site.id: site.profile.label for site in state.sites}
+    [uplink] = [s for s, kind in label.items() if kind == "down"]
+    degraded = [s for s, kind in label.items() if kind == "degraded"]
+    districts = [s["id"] for s in document["sites"] if s["tier"] == "district"]
+    troubled = {uplink} | {district_of[s] for s in degraded}
+    maintained = next(d for d in districts if d not in troubled)
+    mixed = next(d for d in districts if d in {district_of[s] for s in degraded})
+    # a healthy commune whose probes cannot be sent: vcmon_probe_errors_total has data
+    lost = next(s for s in state.sites if district_of[s.id] == mixed and s.id != mixed
+                and label[s.id] not in ("down", "behind-down", "degraded"))
     now = datetime.now(UTC)
 
     def at(minutes: int) -> str:
         return (now + timedelta(minutes=minutes)).isoformat()
 
-    document["health"] = {"evaluate_every": 1, "enter_after": 2, "leave_after": 2}
+    document["defaults"]["down_after"] = 5  # 3 % independent loss: never 5 in a row
+    document["health"] = {"evaluate_every": 1, "enter_after": 2, "leave_after": 2,
+                          "thresholds": {"jitter": JITTER_LIMIT}}
     document["schedule"] = {
         "conferences": [{"name": "phien-sang", "start": at(-10), "end": at(20)},
                         {"name": "phien-chieu", "start": at(30), "end": at(120)}],
-        "maintenance": [{"districts": [maintained["id"]], "start": at(-5), "end": at(120),
+        "maintenance": [{"districts": [maintained], "start": at(-5), "end": at(120),
                          "reason": "thay bộ định tuyến"}]}
     expected = {
-        "down": [uplink["id"], lost["id"]],
-        "unreachable": [s["id"] for s in by_parent[uplink["id"]]],
-        "degraded": [s["id"] for s in degraded],
-        "maintenance": [maintained["id"], *(s["id"] for s in by_parent[maintained["id"]])],
+        "down": [uplink, lost.id],
+        "unreachable": state.behind(uplink),
+        "degraded": degraded,
+        "maintenance": [maintained, *(s for s, d in district_of.items()
+                                      if d == maintained and s != maintained)],
     }
-    return (document, [uplink["id"], maintained["id"], mixed["id"]], expected,
-            [uplink["address"], lost["address"]])
+    return document, [uplink, maintained, mixed], expected, lost.address
 
 
-def _prometheus_config(tmp: Path) -> Path:
+def _prometheus_config(tmp: Path, vcmon: str) -> Path:
     rules = tmp / "rules.yml"
     # A rule of the test's own, so that ALERTS has firing series for the alerts table
     # (deploy/prometheus/rules/ is another part's, tested there).
@@ -161,60 +190,71 @@ def _prometheus_config(tmp: Path) -> Path:
                    "evaluation_interval": "1s"},
         "rule_files": [str(rules)],
         "scrape_configs": [{"job_name": "vcmon",
-                            "static_configs": [{"targets": [VCMON]}]}]}))
+                            "static_configs": [{"targets": [vcmon]}]}]}))
     return config
 
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     tmp = tmp_path_factory.mktemp("grafana")
-    document, districts, expected, unsendable = _conference_day(
-        yaml.safe_load(DEMO.read_text()))
-    inventory = tmp / "inventory.yaml"
-    inventory.write_text(yaml.safe_dump(document, allow_unicode=True))
-    with NetNamespace("vcmon-grafana") as ns, \
-            (tmp / "vcmon.log").open("wb") as vcmon_log, \
-            (tmp / "prometheus.log").open("wb") as prometheus_log:
-        for address in unsendable:
-            ns.ip("route", "add", "prohibit", f"{address}/32", "table", "local")
-        # Before the first packet: every probe stays on lo, or cannot be sent at all.
-        for site in document["sites"]:
-            if site["address"] in unsendable:
-                with pytest.raises(RuntimeError):
-                    ns.route_device(site["address"])
-            else:
-                assert ns.route_device(site["address"]) == "lo", site["address"]
-        procs = [
-            subprocess.Popen(ns.command([sys.executable, "-m", "monitor.cli", "run",
-                                         "--config", str(inventory), "--listen", VCMON,
-                                         "--log-format", "json"]),
-                             stdout=subprocess.DEVNULL, stderr=vcmon_log),
-            subprocess.Popen(ns.command(["prometheus",
-                                         f"--config.file={_prometheus_config(tmp)}",
-                                         f"--storage.tsdb.path={tmp / 'data'}",
-                                         f"--web.listen-address={PROMETHEUS}",
-                                         "--log.level=warn"]),
-                             stdout=subprocess.DEVNULL, stderr=prometheus_log),
-        ]
+    lab = _test_lab()
+    lab_inventory = tmp / "lab-inventory.yaml"
+    procs: list[subprocess.Popen[bytes]] = []
+    prohibited: list[str] = []
+    try:
+        done = _lab("up", "--name", lab.name, "--network", str(lab.network), "--config",
+                    str(DEMO), "--profile", "conference-day", "--inventory", str(lab_inventory))
+        assert done.returncode == 0, done.stderr
+        document, districts, expected, unsendable = _conference_day(
+            yaml.safe_load(lab_inventory.read_text(encoding="utf-8")), lab_inventory,
+            read_state(lab.run_dir / "state.json"))
+        inventory = tmp / "inventory.yaml"
+        inventory.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+        # A prohibit route in the lab's own /24: sending there fails, nothing leaves.
+        netlab.run(["ip", "route", "add", "prohibit", f"{unsendable}/32"])
+        prohibited.append(unsendable)
+        # Before the first packet: every site leaves through the lab's own link, or
+        # cannot be sent at all.
+        netlab.check_routes(lab, [site["address"] for site in document["sites"]
+                                  if site["address"] != unsendable])
+        assert netlab.route_devices([unsendable]) == {}, unsendable
+        vcmon, prometheus = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        with (tmp / "vcmon.log").open("wb") as vcmon_log, \
+                (tmp / "prometheus.log").open("wb") as prometheus_log:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "monitor.cli", "run", "--config", str(inventory),
+                 "--listen", vcmon, "--log-format", "json"],
+                cwd=REPO, stdout=subprocess.DEVNULL, stderr=vcmon_log))
+            procs.append(subprocess.Popen(
+                ["prometheus", f"--config.file={_prometheus_config(tmp, vcmon)}",
+                 f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address={prometheus}",
+                 "--log.level=warn"],
+                stdout=subprocess.DEVNULL, stderr=prometheus_log))
+        _wait("vcmon and Prometheus ready",
+              lambda: _get(f"http://{vcmon}/-/ready") and _get(
+                  f"http://{prometheus}/-/ready"), 30, *procs)
+        scn = Scenario(prometheus, document["sites"], districts, expected)
+
+        def settled() -> bool:
+            counts = {s: scn.value(f'sum(vcmon_site_status{{status="{s}"}})')
+                      for s in expected}
+            return (all(counts[s] == len(v) for s, v in expected.items())
+                    and bool(scn.query('ALERTS{alertstate="firing"}'))
+                    # a minute's history, minus what the range queries can spare
+                    and scn.value('count_over_time(up{job="vcmon"}[1m])') >= 30)
+
+        _wait("the conference-day lab settled in Prometheus", settled, 90, *procs)
+        yield scn
+    finally:
         try:
-            _wait("vcmon and Prometheus ready",
-                  lambda: _get(ns, f"http://{VCMON}/-/ready") and _get(
-                      ns, f"http://{PROMETHEUS}/-/ready"), 30, *procs)
-            scn = Scenario(ns, document["sites"], districts, expected)
-
-            def settled() -> bool:
-                counts = {s: scn.value(f'sum(vcmon_site_status{{status="{s}"}})')
-                          for s in expected}
-                return (all(counts[s] == len(v) for s, v in expected.items())
-                        and bool(scn.query('ALERTS{alertstate="firing"}'))
-                        # a minute's history, minus what the range queries can spare
-                        and scn.value('count_over_time(up{job="vcmon"}[1m])') >= 30)
-
-            _wait("the conference-day scenario settled in Prometheus", settled, 90, *procs)
-            yield scn
-        finally:
             for proc in procs:
                 stop_process(proc, 10.0)
+            for address in prohibited:
+                netlab.run(["ip", "route", "del", "prohibit", f"{address}/32"])
+        finally:
+            done = _lab("down", "--name", lab.name)
+            assert done.returncode == 0, done.stderr
+            assert not netlab.leftovers(lab), netlab.leftovers(lab)
 
 
 def _grafana_regex(regex: str) -> re.Pattern[str]:
