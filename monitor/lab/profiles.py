@@ -142,7 +142,11 @@ def healthy(sites: Sequence[Site], rng: random.Random) -> dict[str, Profile]:
 
 def conference_day(sites: Sequence[Site], rng: random.Random) -> dict[str, Profile]:
     """Most sites healthy; ~5 % of communes degraded (jitter 40 ms, loss 3 %); one
-    district-level uplink down, which silences the communes behind it."""
+    district-level uplink down, which silences the communes behind it.
+
+    "Jitter 40 ms" is what vcmon should measure (mean |ΔRTT|), above the 30 ms
+    threshold so these links read degraded: uniform ±60 ms noise gives 2·60/3 = 40 ms.
+    """
     profiles = healthy(sites, rng)
     districts = [site for site in sites if site.tier == "district"]
     behind: set[str] = set()
@@ -157,9 +161,9 @@ def conference_day(sites: Sequence[Site], rng: random.Random) -> dict[str, Profi
                 if site.tier in ("commune", "unit") and site.id not in behind]
     count = min(len(communes), max(1, round(_DEGRADED_SHARE * len(communes))))
     for site in rng.sample(communes, count) if communes else []:
-        # Above 40 ms, so that ±40 ms of jitter never asks for a reply before its request.
-        delay = round(rng.uniform(45.0, 60.0), 1) / 1000
-        profiles[site.id] = Profile(label="degraded", delay=delay, jitter=0.040, loss=0.03)
+        # Above 60 ms, so that ±60 ms of jitter never asks for a reply before its request.
+        delay = round(rng.uniform(65.0, 80.0), 1) / 1000
+        profiles[site.id] = Profile(label="degraded", delay=delay, jitter=0.060, loss=0.03)
     return profiles
 
 

@@ -56,7 +56,7 @@ DEMO = REPO / "monitor" / "data" / "default-inventory.yaml"
 MACROS = {"__rate_interval": "4s", "__interval": "1s", "__range": "1m"}
 RANGE = 60
 # Between the lab's healthy links (jitter ≤ 6 ms, which vcmon reads as ≤ 4 ms) and its
-# degraded ones (± 40 ms, read as about 27 ms): those and only those are degraded.
+# degraded ones (± 60 ms, read as about 40 ms): those and only those are degraded.
 JITTER_LIMIT = 0.012
 # Shown on the dashboards, not yet exported by vcmon: the MQTT publisher
 # (monitor/mqtt.py) is still being written and README's metric table does not list

@@ -90,7 +90,8 @@ def test_conference_day() -> None:
         profile = profiles[site.id]
         low, high = TIER_DELAY_MS[site.tier]
         if profile.label == "degraded":
-            assert (profile.jitter, profile.loss) == (0.040, 0.03)
+            # ±60 ms of uniform noise measures as 40 ms of jitter
+            assert (profile.jitter, profile.loss) == (0.060, 0.03)
             assert profile.delay >= profile.jitter
         else:
             assert low <= profile.delay * 1000 <= high
