@@ -256,9 +256,12 @@ class HealthTracker:
             return None
         back = max((self.sites[a].clean_since for a in h.ancestors if a in self.sites),
                    default=0.0)
-        if now - back < h.hold:
+        # Ticks come a second apart give or take a millisecond: without the margin,
+        # "two intervals" was sometimes judged 1.9999 s and held for a third tick.
+        hold = h.hold * 0.95
+        if now - back < hold:
             return Status.UNREACHABLE, "upstream came back; waiting for this site's replies"
-        if now - h.down_since < h.hold and h.status is not Status.DOWN:
+        if now - h.down_since < hold and h.status is not Status.DOWN:
             return h.status, h.reason  # not confirmed yet: an upstream outage may explain it
         return None
 

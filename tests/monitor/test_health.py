@@ -272,3 +272,17 @@ def test_a_site_without_upstream_is_down_without_hold() -> None:
     for _ in range(3):
         world.second({"tinh": None})
     assert world.status("tinh") is Status.DOWN
+
+
+def test_the_hold_ends_after_two_ticks_even_when_ticks_run_a_hair_early() -> None:
+    world = World()
+    for _ in range(5):
+        world.second()
+    for _ in range(3):
+        world.second({"xa-a": None})
+    down_at = world.tracker.sites["xa-a"].down_since
+    world.second({"xa-a": None})
+    world.table.record(ProbeResult("xa-a", "127.0.0.12", 0, world.now, Outcome.TIMEOUT))
+    # the second tick after it, 1.9995 s later
+    world.tracker.update(world.table, down_at + 1.9995, evaluate=False)
+    assert world.status("xa-a") is Status.DOWN
