@@ -123,9 +123,11 @@ def test_history_agrees_with_the_daemons_counters(run: Run) -> None:
     for site_id in ("b-far", "dist-a"):
         h, counters = sites[site_id]["history"], run.api[site_id]["counters"]
         # Prometheus covers the daemon's whole life, so its increase() must agree with the
-        # daemon's own counters, and with the time the site was up.
+        # daemon's own counters, and with the time the site was up. Over some 20 one-second
+        # scrapes, increase()'s extrapolation at both ends and the scrape lag move the
+        # ratio by up to ~0.1 (0.09 seen on a busy machine).
         assert h["availability"] == pytest.approx(counters["received"] / counters["sent"],
-                                                  abs=0.08), site_id
+                                                  abs=0.15), site_id
         up_share = (run.down_at - run.lab.started) / (run.at - run.lab.started)
         assert h["availability"] == pytest.approx(up_share, abs=0.15), site_id
         assert h["worst_loss"] >= 0.5
