@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from monitor.health import Status
 from monitor.state import RTT_BUCKETS
-from monitor.stats import Sample, summarize
+from monitor.stats import in_window, summarize
 from monitor.thresholds import THRESHOLD_NAMES
 
 if TYPE_CHECKING:
@@ -64,11 +64,6 @@ def _num(value: float) -> str:
     return repr(value)
 
 
-def _window(samples: list[Sample], now: float, length: float) -> list[Sample]:
-    horizon = now - length
-    return sorted((s for s in samples if s[0] >= horizon), key=lambda s: s[0])
-
-
 def render_sites(table: SiteTable, health: HealthTracker, now: float) -> str:
     """Every per-site family, in the Prometheus text format (version 0.0.4)."""
     out: dict[str, list[str]] = {name: [] for name, _, _ in FAMILIES}
@@ -94,7 +89,7 @@ def render_sites(table: SiteTable, health: HealthTracker, now: float) -> str:
             hist.append(f"vcmon_probe_rtt_seconds_bucket{{{labels},{le}}} {cumulative}")
         hist.append(f"vcmon_probe_rtt_seconds_sum{{{labels}}} {_num(state.rtt_sum)}")
         hist.append(f"vcmon_probe_rtt_seconds_count{{{labels}}} {cumulative}")
-        s = summarize(_window(state.window.snapshot(), now, state.window.length))
+        s = summarize(in_window(state.window.snapshot(), now, state.window.length))
         out["vcmon_site_window_packets"].append(f"vcmon_site_window_packets{{{labels}}} {s.sent}")
         for stat, value in zip(_RTT_STATS, (s.rtt_min, s.rtt_avg, s.rtt_max, s.rtt_median,
                                             s.rtt_p95, s.rtt_stddev), strict=True):

@@ -124,13 +124,6 @@ class Schedule(BaseModel):
                 active.append(window)
         return active
 
-    def maintenance_for(self, site_id: str, district: str | None,
-                        now: datetime) -> Maintenance | None:
-        for window in self.active_maintenance(now):
-            if site_id in window.sites or (district is not None and district in window.districts):
-                return window
-        return None
-
 
 def schedule_references(schedule: object, site_ids: set[str]) -> list[Found]:
     """Maintenance windows naming sites or districts that the inventory does not have."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -105,6 +105,18 @@ def summarize(samples: Sequence[Sample]) -> WindowStats:
     )
 
 
+def in_window(samples: Iterable[Sample], now: float, length: float,
+              since: float = 0.0) -> list[Sample]:
+    """The samples sent in the ``length`` seconds before ``now`` (and not before
+    ``since``), in send order.
+
+    Timeouts resolve after later replies, so samples arrive only nearly sorted, and a
+    late timeout older than the horizon can sit behind newer samples.
+    """
+    start = max(now - length, since)
+    return sorted((s for s in samples if s[0] >= start), key=_sent_at)
+
+
 class SiteWindow:
     """The resolved probes of one site whose send time lies within the last ``length`` s."""
 
@@ -123,10 +135,7 @@ class SiteWindow:
         horizon = now - self.length
         while self._samples and self._samples[0][0] < horizon:
             self._samples.popleft()
-        # Timeouts resolve after later replies, so the deque is only nearly sorted;
-        # a late timeout older than the horizon can sit behind newer samples.
-        start = max(horizon, since)
-        return sorted((s for s in self._samples if s[0] >= start), key=_sent_at)
+        return in_window(self._samples, now, self.length, since)
 
     def snapshot(self) -> list[Sample]:
         """A copy of the samples as they are, safe to take from another thread:

@@ -54,14 +54,19 @@ def test_per_session_preflight_and_explicit_offsets() -> None:
     assert schedule.phases(datetime(2026, 3, 27, 1, tzinfo=UTC))[0][1] is True
 
 
-def test_maintenance_by_site_or_district() -> None:
+def test_maintenance_windows_open_and_close_in_the_zone() -> None:
+    # which sites a window covers (its sites, its districts) is the health tracker's
+    # business: tests/monitor/test_health.py
     schedule = Schedule.model_validate({"maintenance": [
         {"sites": ["xa-a"], "start": "2026-03-27 07:00", "end": "2026-03-27 08:00"},
         {"districts": ["huyen"], "start": "2026-03-28 07:00", "end": "2026-03-28 08:00"}]})
-    inside = at("2026-03-27T07:30:00+07:00")
-    assert schedule.maintenance_for("xa-a", "huyen", inside) is not None
-    assert schedule.maintenance_for("xa-b", "huyen", inside) is None
-    next_day = at("2026-03-28T07:59:00+07:00")
-    assert schedule.maintenance_for("xa-b", "huyen", next_day) is not None
-    assert schedule.maintenance_for("xa-b", "huyen2", next_day) is None
-    assert schedule.maintenance_for("xa-a", "huyen", at("2026-03-27T08:00:00+07:00")) is None
+    first, second = schedule.maintenance
+
+    def open_at(when: str) -> list[object]:
+        return list(schedule.active_maintenance(at(when)))
+
+    assert open_at("2026-03-27T07:30:00+07:00") == [first]
+    assert open_at("2026-03-27T00:30:00+00:00") == [first]  # 07:30 in Hà Nội
+    assert open_at("2026-03-27T08:00:00+07:00") == []
+    assert open_at("2026-03-28T07:59:00+07:00") == [second]
+    assert open_at("2026-03-28T06:59:59+07:00") == []
