@@ -23,7 +23,6 @@ from monitor.config import Config
 from monitor.health import HealthTracker, SiteHealth, SiteSource, Status
 from monitor.report.settings import report_times
 from monitor.state import SiteState, SiteTable
-from monitor.stats import summarize
 
 PREFIX = "/api/v1"
 STATUSES = tuple(status.value for status in Status)
@@ -38,10 +37,8 @@ def iso(timestamp: float | None, zone: ZoneInfo) -> str | None:
 
 
 def _window(state: SiteState, now: float) -> dict[str, Any]:
-    # ``snapshot`` is a C-level copy, safe from the worker thread this runs in.
-    horizon = now - state.window.length
-    s = summarize(sorted((x for x in state.window.snapshot() if x[0] >= horizon),
-                         key=lambda sample: sample[0]))
+    # ``current_stats`` works on a C-level copy, safe from the worker thread this runs in.
+    s = state.window.current_stats(now)
     return {"seconds": state.window.length, "sent": s.sent, "received": s.received,
             "loss_ratio": s.loss_ratio, "rtt_min": s.rtt_min, "rtt_avg": s.rtt_avg,
             "rtt_max": s.rtt_max, "rtt_median": s.rtt_median, "rtt_p95": s.rtt_p95,

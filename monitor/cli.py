@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import socket
 import sys
 from collections.abc import Sequence
 
 from monitor import __version__
+from monitor._isolated import load_config_isolated
 from monitor.config import Config, ConfigError, default_config, load_config
 from monitor.lab.cli import add_lab_parser
 from monitor.logs import configure_logging
@@ -28,9 +30,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from monitor.daemon import Daemon
 
     configure_logging(args.log_level, args.log_format)
-    config = _load(args.config)
+    _tune_malloc()
+    # a child process parses: the daemon keeps neither its memory nor its pauses
+    config = default_config() if args.config is None else load_config_isolated(args.config)
     asyncio.run(Daemon(config, config_path=args.config, listen=args.listen).serve())
     return 0
+
+
+def _tune_malloc() -> None:
+    """glibc keeps freed memory per thread arena and grows its mmap threshold with
+    each large free: every /metrics scrape (megabytes of text in a worker thread)
+    would then leave the daemon bigger. One arena, and large blocks always mapped and
+    unmapped, keep its memory flat (~15 MB less at 20,000 sites)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc (musl): nothing to tune
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    libc.mallopt(m_arena_max, 1)
+    libc.mallopt(m_mmap_threshold, 256 << 10)
+    libc.mallopt(m_trim_threshold, 1 << 20)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

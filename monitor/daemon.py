@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import math
 import os
 import signal
@@ -15,7 +14,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
-from monitor.config import Config, ConfigError, ProbeSettings, default_config, load_config
+from monitor._isolated import load_config_isolated_async
+from monitor.config import Config, ConfigError, ProbeSettings, default_config
 from monitor.health import HealthTracker, StateChange, Status
 from monitor.http import HttpServer
 from monitor.metrics import DaemonCollector, DaemonMetrics
@@ -133,12 +133,11 @@ class Daemon:
             return problems
 
     async def _reload(self) -> list[str]:
-        loop = asyncio.get_running_loop()
         path = self.config_path
         try:
-            # Parsing tens of thousands of sites takes seconds: not on the probe loop.
-            loader = default_config if path is None else functools.partial(load_config, path)
-            config = await loop.run_in_executor(None, loader)
+            # Parsing tens of thousands of sites takes seconds and holds the GIL: in a
+            # child process, never on (or beside) the probe loop.
+            config = default_config() if path is None else await load_config_isolated_async(path)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("config_problem", file=problem.file, line=problem.line,

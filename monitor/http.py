@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import time
+import zlib
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from monitor.api import register_routes
-from monitor.metrics import render
+from monitor.metrics import render_chunks
 
 if TYPE_CHECKING:
     from monitor.daemon import Daemon
@@ -61,11 +61,17 @@ class HttpServer:
     def _render(self, gzipped: bool) -> bytes:
         started = time.perf_counter()
         daemon = self._daemon
-        body = render(daemon, daemon.registry)
+        chunks = render_chunks(daemon, daemon.registry)
+        if gzipped:
+            # At 20,000 sites the page is ~100 MB of text: compressed a piece at a
+            # time it is never whole in memory. Level 1 compresses it ~15x at a
+            # fraction of the default level's time.
+            packer = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            body = b"".join([*map(packer.compress, chunks), packer.flush()])
+        else:
+            body = b"".join(chunks)
         daemon.metrics.render_duration.observe(time.perf_counter() - started)
-        # Level 1: at 20,000 sites the page is ~100 MB of text; it compresses 10x at
-        # a fraction of the default level's time.
-        return gzip.compress(body, compresslevel=1) if gzipped else body
+        return body
 
     async def healthy(self, request: web.Request) -> web.Response:
         return web.Response(text="vcmon is healthy.\n")

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from monitor import __version__
-from monitor.exposition import render_sites
+from monitor.exposition import render_site_chunks
 from monitor.health import SiteSource
 
 
@@ -93,10 +93,17 @@ class DaemonCollector(Collector):
         yield from (sites, ignored, skipped, sends, active, preflight, starts, ends)
 
 
+def render_chunks(source: StateSource, registry: CollectorRegistry) -> Iterator[bytes]:
+    """The /metrics page in pieces of about a thousand sites' lines of one family;
+    safe to iterate from a worker thread (see ``exposition``)."""
+    for text in render_site_chunks(source.table, source.health, source.table.clock()):
+        yield text.encode()
+    yield generate_latest(registry)
+
+
 def render(source: StateSource, registry: CollectorRegistry) -> bytes:
-    """The whole /metrics page; safe to call from a worker thread (see ``exposition``)."""
-    sites = render_sites(source.table, source.health, source.table.clock())
-    return sites.encode() + generate_latest(registry)
+    """The whole /metrics page at once."""
+    return b"".join(render_chunks(source, registry))
 
 
 class DaemonMetrics:
@@ -128,7 +135,8 @@ class DaemonMetrics:
             "vcmon_config_reloads", "Configuration reloads, by result.", ["result"],
             registry=registry)
         self.render_duration = Histogram(
-            "vcmon_metrics_render_seconds", "Time to render /metrics (in a worker thread).",
+            "vcmon_metrics_render_seconds",
+            "Time to render and compress /metrics (in a worker thread).",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=registry)
 
     def config_loaded(self, *, success: bool) -> None:

@@ -9,7 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor import exposition
 from monitor.config import parse_config
+from monitor.exposition import render_sites
 from monitor.health import HealthTracker
 from monitor.metrics import DaemonCollector, DaemonMetrics, render
 from monitor.state import SiteTable
@@ -233,3 +235,22 @@ schedule:
     at_0800 = phases("2026-03-27T01:00:00+00:00")  # 08:00 in Hà Nội
     assert at_0800[("vcmon_conference_active", "sang-27")] == 1
     assert at_0800[("vcmon_conference_preflight", "sang-27")] == 0
+
+
+def test_chunked_rendering_is_the_same_page(scraped: tuple[Scrape, Source],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A family is written a chunk of sites at a time; chunk borders change nothing."""
+    registry, source = scraped
+    monkeypatch.setattr(exposition, "_CHUNK", 1)
+    one_by_one = render_sites(source.table, source.health, NOW)
+    monkeypatch.setattr(exposition, "_CHUNK", 1000)
+    assert one_by_one == render_sites(source.table, source.health, NOW)
+    assert one_by_one in registry.text
+    # each family's lines stay together, as the text format requires
+    names = [line.split("{")[0] for line in one_by_one.splitlines() if line[0] != "#"]
+    seen: list[str] = []
+    for name in names:
+        family = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+        if not seen or seen[-1] != family:
+            assert family not in seen, f"{family} is split"
+            seen.append(family)

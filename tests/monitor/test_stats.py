@@ -117,3 +117,42 @@ def test_mos_stays_on_its_scale_where_the_cubic_dips_below_one() -> None:
     assert 1 + 0.035 * 4.2 + 7e-6 * 4.2 * (4.2 - 60) * (100 - 4.2) < 1
     assert mos_from_r(4.2) == 1.0
     assert mos_from_r(93.2) == pytest.approx(4.41, abs=0.01)
+
+
+@given(st.lists(st.tuples(st.floats(0, 100), st.one_of(st.none(), st.floats(0, 5))),
+                max_size=150),
+       st.floats(0, 120), st.floats(0, 100))
+def test_window_stats_are_summarize_of_its_samples(
+        added: list[tuple[float, float | None]], now: float, since: float) -> None:
+    """The array-backed window against the plain definition: samples in send order
+    (whatever order they resolved in), the same statistics from every path."""
+    window = SiteWindow(30.0, max_samples=100)
+    for sent_at, rtt in added:
+        window.add(sent_at, rtt)
+    snapshot = window.snapshot()
+    assert snapshot == sorted(snapshot, key=lambda sample: sample[0])
+    assert len(snapshot) == min(len(added), 100)
+    if len(added) <= 100:
+        assert snapshot == sorted(added, key=lambda sample: sample[0])
+    current = window.current_stats(now)
+    samples = window.samples(now, since)
+    assert [t for t, _ in samples] == sorted(t for t, _ in samples)
+    assert all(t >= max(now - 30.0, since) for t, _ in samples)
+    expected = summarize(samples)
+    got = window.stats(now, since)
+    assert got.sent == expected.sent and got.received == expected.received
+    for name in ("loss_ratio", "rtt_min", "rtt_avg", "rtt_max", "rtt_median", "rtt_p95",
+                 "rtt_stddev", "jitter", "mos"):
+        assert getattr(got, name) == pytest.approx(getattr(expected, name), abs=1e-9), name
+    if since <= now - 30.0:
+        assert current == got
+
+
+def test_stddev_matches_the_two_pass_definition() -> None:
+    rng = random.Random(7)
+    for base in (4e-6, 0.040, 0.6):
+        rtts = [base + rng.gauss(0, base / 50) for _ in range(60)]
+        avg = sum(rtts) / len(rtts)
+        two_pass = (sum((x - avg) ** 2 for x in rtts) / len(rtts)) ** 0.5
+        got = summarize([(float(i), r) for i, r in enumerate(rtts)]).rtt_stddev
+        assert got == pytest.approx(two_pass, rel=1e-6)
