@@ -220,7 +220,7 @@ class HealthTracker:
         changes = []
         for site_id, h in items:
             status, reason = self._status(h, table.sites.get(site_id), in_maintenance, now)
-            h.unreachable_behind = self._cut_off(h, in_maintenance)
+            h.unreachable_behind = self._cut_off(h, in_maintenance) if h.own_down else 0
             if status is not h.status:
                 state = table.sites.get(site_id)
                 stats = state.window.stats(now) if state is not None else None
@@ -274,7 +274,7 @@ class HealthTracker:
         """Sites unreachable because ``h`` is down: every site behind it outside
         maintenance, when ``h`` is the root cause. Counted from the inventory rather
         than from their statuses, since another shard may own them."""
-        if not h.own_down or self.root_cause(h) is not None:
+        if self.root_cause(h) is not None:
             return 0
         return sum(1 for site_id in self._behind[h.site.id] if site_id not in in_maintenance)
 
