@@ -39,7 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file, args.shard)
     shard = f"; {describe(config)}" if config.shard is not None else ""
-    print(f"{args.file}: ok ({len(config.sites)} sites{shard})")
+    print(f"{args.file}: ok ({len(config.sites)} sites){shard}")
     return 0
 
 

@@ -144,7 +144,7 @@ def describe(config: Config) -> str:
     """What ``config``'s shard takes of the inventory, for ``check-config`` and ``inventory``."""
     selection = select(config)
     tiers = Counter(config.site(site_id).tier for site_id in selection.owned)
-    by_tier = ", ".join(f"{tier} {tiers[tier]}" for tier in get_args(Tier))
+    by_tier = ", ".join(f"{tier} {tiers[tier]}" for tier in get_args(Tier) if tiers[tier])
     return (f"shard {config.shard or '0/1'} owns {len(selection.owned)} of "
-            f"{len(config.sites)} sites ({by_tier}) and probes {len(selection.upstream)} "
-            "other sites upstream of them for root cause only")
+            f"{len(config.sites)} sites ({by_tier}) and probes {len(selection.upstream)} more "
+            "upstream of them for root cause only")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.api import site_records
+from monitor.cli import main
 from monitor.config import Config, default_config, parse_config
 from monitor.health import HealthTracker, Status
 from monitor.lab.sites import synthetic_inventory
@@ -256,3 +258,23 @@ def test_only_owned_sites_are_exported_counted_and_listed(embedded: Config) -> N
         assert set(instance.health.sites) == selection.owned
     assert configured == 240
     assert len(seen) == 240 and set(seen.values()) == {1}
+
+
+def test_the_cli_shows_what_a_shard_takes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                          ) -> None:
+    path = tmp_path / "sites.yaml"
+    path.write_text(TREE, encoding="utf-8")
+    count = 3
+    owned = select(sharded(parse_config(TREE), 0, count))
+    assert main(["check-config", str(path), "--shard", f"0/{count}"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path}: ok (6 sites); shard 0/{count} owns {len(owned.owned)} of 6 ")
+    assert out.endswith(f"probes {len(owned.upstream)} more upstream of them for root "
+                        "cause only\n")
+    assert main(["inventory", "--shard", "1/3"]) == 0
+    assert "\nTotal: 240 sites\nshard 1/3 owns 81 of 240 sites (district 4, commune 55, " \
+           "unit 22)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--shard", "3/3"])
+    assert exited.value.code == 2
+    assert "argument --shard: shard 3/3: index 3 is not below count 3" in capsys.readouterr().err
