@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.api import site_records
 from monitor.cli import main
 from monitor.config import Config, default_config, parse_config
+from monitor.daemon import Daemon
 from monitor.health import HealthTracker, Status
 from monitor.lab.sites import synthetic_inventory
 from monitor.metrics import DaemonCollector, render
 from monitor.shard import Shard, jump, parse_shard, select, shard_of, site_key
 from monitor.state import SiteTable
 from probes import Outcome, ProbeResult
+from tests.conftest import free_port
 
 T0 = 1_774_569_600.0
 
@@ -278,3 +282,32 @@ def test_the_cli_shows_what_a_shard_takes(tmp_path: Path, capsys: pytest.Capture
         main(["run", "--shard", "3/3"])
     assert exited.value.code == 2
     assert "argument --shard: shard 3/3: index 3 is not below count 3" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets need root here")
+async def test_the_daemon_probes_upstream_sites_and_keeps_its_shard_over_a_reload(
+        tmp_path: Path) -> None:
+    path = tmp_path / "sites.yaml"
+    fast = TREE.replace("interval: 1s", "interval: 20ms, timeout: 200ms")
+    path.write_text(fast, encoding="utf-8")
+    config, child = split_child_from_parent()
+    daemon = Daemon(parse_config(fast), config_path=str(path), registry=CollectorRegistry(),
+                    listen=f"127.0.0.1:{free_port()}", shard=config.shard)
+    await daemon.startup()
+    try:
+        await asyncio.sleep(0.5)
+        selection = select(config)
+        assert set(daemon.table.sites) == selection.owned and child in selection.owned
+        assert set(daemon.table.upstream) == selection.upstream >= {"huyen"}
+        assert daemon.table.upstream["huyen"].received > 0  # probed, not exported
+        assert "huyen" not in daemon.health.sites
+        # the file says nothing of shards; --shard holds across the reload
+        path.write_text(fast + "  - {id: xa-d, name: Xã D, tier: commune, parent: huyen, "
+                        "address: 127.0.0.16}\n", encoding="utf-8")
+        assert await daemon.reload() == []
+        assert daemon.config.shard == config.shard
+        grown = select(daemon.config)
+        assert grown.owned - {"xa-d"} == selection.owned
+        assert set(daemon.table.sites) == grown.owned
+    finally:
+        await daemon.shutdown()
