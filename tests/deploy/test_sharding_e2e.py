@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import yaml
 
 from monitor.config import default_config
 from monitor.shard import Shard, select
-from tests.conftest import free_port, stop_process
+from tests.conftest import free_port, stop_process, wait_until
 from tests.deploy.conftest import PROMETHEUS_DIR, ROOT, run, tool
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets need root here")
@@ -77,20 +76,6 @@ def _prometheus_config(tmp: Path, instances: list[str]) -> Path:
     return path
 
 
-def _wait(what: str, ready: Any, seconds: float, procs: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for proc in procs:
-            assert proc.poll() is None, f"{proc.args} exited with {proc.returncode}"
-        try:
-            if ready():
-                return
-        except (OSError, ValueError, AssertionError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{what} within {seconds} s")
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     tmp = tmp_path_factory.mktemp("shards")
@@ -119,7 +104,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                     and scn.value('count(vcmon_site_status{status="ok"} == 1)') == 240
                     and scn.value('sum(status:vcmon_sites:sum{status="ok"})') == 240)
 
-        _wait("three shards scraped, every site ok", settled, 90, procs)
+        wait_until("three shards scraped, every site ok", settled, 90, *procs)
         yield scn
     finally:
         for proc in procs:
