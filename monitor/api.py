@@ -45,15 +45,6 @@ def _window(state: SiteState, now: float) -> dict[str, Any]:
             "jitter": s.jitter, "mos": s.mos}
 
 
-def _root_cause(h: SiteHealth, health: HealthTracker) -> str | None:
-    """The down site nearest the province above ``h``: where the technician goes."""
-    for ancestor in reversed(h.ancestors):
-        upstream = health.sites.get(ancestor)
-        if upstream is not None and upstream.own_down:
-            return ancestor
-    return None
-
-
 def site_record(state: SiteState, h: SiteHealth | None, config: Config,
                 health: HealthTracker, now: float) -> dict[str, Any]:
     """One site as ``GET /api/v1/sites/{id}`` shows it."""
@@ -80,7 +71,7 @@ def site_record(state: SiteState, h: SiteHealth | None, config: Config,
         "since": iso(h.since, zone) if h is not None else None,
         "since_timestamp": h.since if h is not None else None,
         "exceeded": list(h.exceeded) if h is not None else [],
-        "root_cause": _root_cause(h, health) if status is Status.UNREACHABLE and h else None,
+        "root_cause": health.root_cause(h) if status is Status.UNREACHABLE and h else None,
         "unreachable_behind": h.unreachable_behind if h is not None else 0,
         "up": state.up,
         "consecutive_lost": state.consecutive_lost,

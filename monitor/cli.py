@@ -15,6 +15,7 @@ from monitor.config import Config, ConfigError, default_config, load_config
 from monitor.lab.cli import add_lab_parser
 from monitor.logs import configure_logging
 from monitor.report.cli import add_report_parser
+from monitor.shard import Shard, describe, parse_shard
 from monitor.stats import summarize
 from probes import Outcome
 from probes.icmp import IcmpPermissionError, ping
@@ -22,8 +23,9 @@ from probes.icmp import IcmpPermissionError, ping
 EXIT_CONFIG = 2
 
 
-def _load(path: str | None) -> Config:
-    return default_config() if path is None else load_config(path)
+def _load(path: str | None, shard: Shard | None = None) -> Config:
+    config = default_config() if path is None else load_config(path)
+    return config if shard is None else config.model_copy(update={"shard": shard})
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -33,7 +35,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _tune_malloc()
     # a child process parses: the daemon keeps neither its memory nor its pauses
     config = default_config() if args.config is None else load_config_isolated(args.config)
-    asyncio.run(Daemon(config, config_path=args.config, listen=args.listen).serve())
+    asyncio.run(Daemon(config, config_path=args.config, listen=args.listen,
+                       shard=args.shard).serve())
     return 0
 
 
@@ -53,15 +56,19 @@ def _tune_malloc() -> None:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    print(f"{args.file}: ok ({len(config.sites)} sites)")
+    config = _load(args.file, args.shard)
+    shard = f"; {describe(config)}" if config.shard is not None else ""
+    print(f"{args.file}: ok ({len(config.sites)} sites){shard}")
     return 0
 
 
 def _cmd_inventory(args: argparse.Namespace) -> int:
     from monitor.inventory import render_tree
 
-    print(render_tree(_load(args.config)))
+    config = _load(args.config, args.shard)
+    print(render_tree(config))
+    if config.shard is not None:
+        print(describe(config))
     return 0
 
 
@@ -124,6 +131,19 @@ def _payload(text: str) -> int:
     return value
 
 
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_shard(parser: argparse.ArgumentParser, doing: str) -> None:
+    parser.add_argument("--shard", metavar="I/N", type=_shard,
+                        help=f"{doing} only shard I of N (0 <= I < N) of the inventory; "
+                             "overrides the inventory's shard:")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vcmon", description="Monitor video-conference endpoints: RTT, jitter, loss, MOS.")
@@ -139,14 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
                      choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", default="auto", choices=["auto", "json", "console"],
                      help="auto: console on a terminal, JSON lines otherwise")
+    _add_shard(run, "probe")
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate an inventory; exit 2 if invalid")
     check.add_argument("file")
+    _add_shard(check, "count")
     check.set_defaults(func=_cmd_check_config)
 
     inv = sub.add_parser("inventory", help="print the sites as a tree with counts")
     inv.add_argument("--config", metavar="FILE", help="default: the embedded demo inventory")
+    _add_shard(inv, "count")
     inv.set_defaults(func=_cmd_inventory)
 
     probe = sub.add_parser("probe", help="ping one address with vcmon's engine")

@@ -48,6 +48,7 @@ from monitor._site_types import Provision, Tier
 from monitor._yamlpos import load_yaml
 from monitor.report.settings import ReportSettings
 from monitor.schedule import Schedule, schedule_references
+from monitor.shard import Shard
 from monitor.thresholds import HealthSettings, ThresholdOverrides, Thresholds
 
 __all__ = [
@@ -277,6 +278,8 @@ class Config(BaseModel):
     mqtt: MqttSettings | None = None
     # None: the daemon writes no scheduled reports (``vcmon report`` still works)
     reports: ReportSettings | None = None
+    # None: one instance probes every site; else only its shard (``monitor.shard``)
+    shard: Shard | None = None
     sites: list[Site]
     source: str = "<embedded>"
 

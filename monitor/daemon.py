@@ -23,6 +23,7 @@ from monitor.mqtt import MqttPublisher
 from monitor.report import writer as report_writer
 from monitor.scheduler import Scheduler, SendFn, Target
 from monitor.sdnotify import Notifier
+from monitor.shard import Shard, select
 from monitor.state import SiteTable
 from probes import KINDS
 from probes.icmp import IcmpEngine
@@ -41,7 +42,10 @@ MQTT_STOP_GRACE = 1.0
 class Daemon:
     def __init__(self, config: Config, *, config_path: str | None = None,
                  listen: str | None = None, registry: CollectorRegistry | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, shard: Shard | None = None) -> None:
+        # --shard: wins over the file's shard:, at start and at every reload
+        self.shard_override = shard
+        config = self._sharded(config)
         self.config = config
         # None: the embedded inventory, which a reload reads again.
         self.config_path = config_path
@@ -61,6 +65,11 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[list[str]]] = set()
         self.publisher: MqttPublisher | None = None
+
+    def _sharded(self, config: Config) -> Config:
+        if self.shard_override is None:
+            return config
+        return config.model_copy(update={"shard": self.shard_override})
 
     @property
     def ignored_packets(self) -> Counter[str]:
@@ -93,8 +102,12 @@ class Daemon:
         return engine.send
 
     async def targets(self, config: Config) -> list[Target]:
+        """The sites this instance probes: its shard's and the upstream chain of those."""
         targets = []
+        selection = select(config)
         for site in config.sites:
+            if selection.role(site.id) is None:
+                continue
             s = config.settings_for(site)
             targets.append(Target(
                 site_id=site.id, address=site.address, send=await self._engine_for(s),
@@ -118,7 +131,8 @@ class Daemon:
         self.metrics.config_loaded(success=True)
         modes = sorted({engine.mode for engine in self.engines.values()})
         log.info("started", version=__version__, sites=len(self.table), listen=self.listen,
-                 source=self.config.source, icmp_socket=",".join(modes))
+                 source=self.config.source, icmp_socket=",".join(modes),
+                 shard=str(self.config.shard or "-"), upstream=len(self.table.upstream))
         if self.notifier.watchdog_interval:
             self._tasks.append(asyncio.create_task(self._feed_watchdog(), name="watchdog"))
 
@@ -137,7 +151,8 @@ class Daemon:
         try:
             # Parsing tens of thousands of sites takes seconds and holds the GIL: in a
             # child process, never on (or beside) the probe loop.
-            config = default_config() if path is None else await load_config_isolated_async(path)
+            config = self._sharded(default_config() if path is None
+                                   else await load_config_isolated_async(path))
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("config_problem", file=problem.file, line=problem.line,

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from monitor.config import Config, Site
+from monitor.shard import Role, select
 from monitor.state import SiteState, SiteTable
 from monitor.stats import WindowStats
 from monitor.thresholds import THRESHOLD_NAMES, HealthSettings, Thresholds
@@ -123,30 +124,48 @@ class SiteHealth:
 
 
 class HealthTracker:
-    """Turns the site table into health states; returns what changed."""
+    """Turns the site table into health states; returns what changed.
+
+    ``sites`` are the sites this instance owns; each gets a status. ``upstream`` are the
+    other shards' sites above them (``monitor.shard``): only whether they are down is
+    tracked, for the root cause of ours.
+    """
 
     def __init__(self, config: Config, now: float) -> None:
         self.sites: dict[str, SiteHealth] = {}
+        self.upstream: dict[str, SiteHealth] = {}
         self.reconfigure(config, now)
 
     def reconfigure(self, config: Config, now: float) -> None:
         """Apply a reloaded inventory: kept sites keep their status and hysteresis."""
         self.config = config
         self.settings = config.health
-        sites = {}
+        selection = select(config)
+        before = {**self.upstream, **self.sites}
+        sites: dict[str, SiteHealth] = {}
+        upstream: dict[str, SiteHealth] = {}
+        self._by_district: dict[str, list[str]] = {}
+        # Owned site → every site behind it in the whole inventory, ours or not.
+        self._behind: dict[str, list[str]] = {site_id: [] for site_id in selection.owned}
         for site in config.sites:
-            limits, ancestors = config.thresholds_for(site), _ancestors(config, site)
-            hold = _hold(config, site, ancestors)
-            h = self.sites.get(site.id)
+            self._by_district.setdefault(site.district or site.id, []).append(site.id)
+            ancestors = _ancestors(config, site)
+            for ancestor in ancestors:
+                behind = self._behind.get(ancestor)
+                if behind is not None:
+                    behind.append(site.id)
+            role = selection.role(site.id)
+            if role is None:
+                continue
+            limits, hold = config.thresholds_for(site), _hold(config, site, ancestors)
+            h = before.get(site.id)
             if h is None:
                 h = SiteHealth(site, limits, ancestors, now, hold)
             else:
                 h.site, h.limits, h.ancestors, h.hold = site, limits, ancestors, hold
-            sites[site.id] = h
-        self.sites = sites
-        self._by_district: dict[str, list[str]] = {}
-        for site in config.sites:
-            self._by_district.setdefault(site.district or site.id, []).append(site.id)
+            (sites if role is Role.OWNED else upstream)[site.id] = h
+        self.sites, self.upstream = sites, upstream
+        self._tracked = {**upstream, **sites}
 
     def update(self, table: SiteTable, now: float, *, evaluate: bool) -> list[StateChange]:
         """Recompute every site's status at wall-clock ``now`` in one go.
@@ -165,6 +184,10 @@ class HealthTracker:
         judging of all sites over ``evaluate_every``.
         """
         health = self.settings
+        for site_id, h in list(self.upstream.items()):
+            upstream_state = table.upstream.get(site_id)
+            if upstream_state is not None:
+                self._track_down(h, upstream_state, now)
         items = list(self.sites.items())
         for start in range(0, len(items), chunk):
             for site_id, h in items[start:start + chunk]:
@@ -177,8 +200,6 @@ class HealthTracker:
             yield []
         moment = datetime.fromtimestamp(now, UTC)
         in_maintenance = self._maintenance(moment)
-        for _, h in items:
-            h.unreachable_behind = 0
         for start in range(0, len(items), chunk):
             yield self._statuses(items[start:start + chunk], table, now, in_maintenance)
 
@@ -199,6 +220,7 @@ class HealthTracker:
         changes = []
         for site_id, h in items:
             status, reason = self._status(h, table.sites.get(site_id), in_maintenance, now)
+            h.unreachable_behind = self._cut_off(h, in_maintenance) if h.own_down else 0
             if status is not h.status:
                 state = table.sites.get(site_id)
                 stats = state.window.stats(now) if state is not None else None
@@ -225,12 +247,9 @@ class HealthTracker:
         reason = in_maintenance.get(h.site.id)
         if reason is not None:
             return Status.MAINTENANCE, reason
-        # The root cause is the down site nearest the province: it carries the count.
-        for ancestor in reversed(h.ancestors):
-            upstream = self.sites.get(ancestor)
-            if upstream is not None and upstream.own_down:
-                upstream.unreachable_behind += 1
-                return Status.UNREACHABLE, f"upstream site {ancestor} is down"
+        root = self.root_cause(h)
+        if root is not None:
+            return Status.UNREACHABLE, f"upstream site {root} is down"
         if h.own_down:
             held = self._held(h, now)
             if held is not None:
@@ -243,6 +262,22 @@ class HealthTracker:
             return Status.DEGRADED, h.degraded_reason
         return Status.OK, ""
 
+    def root_cause(self, h: SiteHealth) -> str | None:
+        """The down site nearest the province above ``h``: where the technician goes."""
+        for ancestor in reversed(h.ancestors):
+            upstream = self._tracked.get(ancestor)
+            if upstream is not None and upstream.own_down:
+                return ancestor
+        return None
+
+    def _cut_off(self, h: SiteHealth, in_maintenance: dict[str, str]) -> int:
+        """Sites unreachable because ``h`` is down: every site behind it outside
+        maintenance, when ``h`` is the root cause. Counted from the inventory rather
+        than from their statuses, since another shard may own them."""
+        if self.root_cause(h) is not None:
+            return 0
+        return sum(1 for site_id in self._behind[h.site.id] if site_id not in in_maintenance)
+
     def _held(self, h: SiteHealth, now: float) -> tuple[Status, str] | None:
         """Whether a site that stopped answering must wait before it counts as down.
 
@@ -254,7 +289,7 @@ class HealthTracker:
         """
         if not h.ancestors:
             return None
-        back = max((self.sites[a].clean_since for a in h.ancestors if a in self.sites),
+        back = max((self._tracked[a].clean_since for a in h.ancestors if a in self._tracked),
                    default=0.0)
         # Ticks come a second apart give or take a millisecond: without the margin,
         # "two intervals" was sometimes judged 1.9999 s and held for a third tick.

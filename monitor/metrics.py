@@ -51,8 +51,10 @@ class DaemonCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         source = self._source
-        sites = GaugeMetricFamily("vcmon_sites_configured", "Sites in the inventory, by tier.",
-                                  labels=["tier", "provision"])
+        sites = GaugeMetricFamily(
+            "vcmon_sites_configured",
+            "Sites this instance owns (all of the inventory unless sharded), by tier.",
+            labels=["tier", "provision"])
         tally = _TallyCounter((st.site.tier, st.site.provision)
                               for st in list(source.table.sites.values()))
         for (tier, provision), count in sorted(tally.items()):
@@ -90,7 +92,21 @@ class DaemonCollector(Collector):
             start, end = conference.bounds(schedule.zone)
             starts.add_metric([conference.name], start.timestamp())
             ends.add_metric([conference.name], end.timestamp())
-        yield from (sites, ignored, skipped, sends, active, preflight, starts, ends)
+        yield from (sites, *_shard_families(source), ignored, skipped, sends, active,
+                    preflight, starts, ends)
+
+
+def _shard_families(source: StateSource) -> tuple[Metric, Metric]:
+    shard = source.health.config.shard
+    info = GaugeMetricFamily(
+        "vcmon_shard_info", "This instance's shard of the inventory: index of count.",
+        labels=["index", "count"])
+    info.add_metric([str(shard.index), str(shard.count)] if shard else ["0", "1"], 1)
+    upstream = GaugeMetricFamily(
+        "vcmon_sites_upstream",
+        "Other shards' sites probed here only for the root cause of this shard's sites; "
+        "their series come from their own shard.", value=len(source.table.upstream))
+    return info, upstream
 
 
 def render_chunks(source: StateSource, registry: CollectorRegistry) -> Iterator[bytes]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 from monitor._labels import INFO_LABELS, SITE_LABELS, label_text
 from monitor.config import Config, ProbeSettings, Site
+from monitor.shard import Role, select
 from monitor.stats import SiteWindow
 from probes import Outcome, ProbeResult
 
@@ -107,26 +108,33 @@ def _window_for(settings: ProbeSettings) -> SiteWindow:
 
 
 class SiteTable:
-    """All sites' state, keyed by site id, fed one ``ProbeResult`` at a time."""
+    """The state of the sites this instance owns (``sites``, what the sinks read) and of
+    the other shards' sites upstream of them (``upstream``, for root cause only), keyed
+    by site id, fed one ``ProbeResult`` at a time."""
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self.sites: dict[str, SiteState] = {
-            site.id: SiteState(site, config.settings_for(site)) for site in config.sites
-        }
+        self.sites: dict[str, SiteState] = {}
+        self.upstream: dict[str, SiteState] = {}
+        self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded inventory: kept sites keep their state, removed ones vanish."""
-        sites = {}
+        selection = select(config)
+        sites: dict[str, SiteState] = {}
+        upstream: dict[str, SiteState] = {}
         for site in config.sites:
+            role = selection.role(site.id)
+            if role is None:
+                continue
             settings = config.settings_for(site)
-            state = self.sites.get(site.id)
+            state = self.sites.get(site.id) or self.upstream.get(site.id)
             if state is None:
                 state = SiteState(site, settings)
             else:
                 state.reconfigure(site, settings)
-            sites[site.id] = state
-        self.sites = sites
+            (sites if role is Role.OWNED else upstream)[site.id] = state
+        self.sites, self.upstream = sites, upstream
 
     def __iter__(self) -> Iterator[SiteState]:
         return iter(self.sites.values())
@@ -135,7 +143,7 @@ class SiteTable:
         return len(self.sites)
 
     def record(self, result: ProbeResult) -> None:
-        state = self.sites.get(result.target)
+        state = self.sites.get(result.target) or self.upstream.get(result.target)
         if state is None:
             # A probe sent before a reload removed its site: nobody reads it any more.
             return

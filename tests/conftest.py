@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -25,6 +27,23 @@ def promtool_check_metrics(text: str) -> str:
     done = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
                           capture_output=True, timeout=30, check=False)
     return (done.stdout + done.stderr).decode()
+
+
+def wait_until(what: str, ready: Callable[[], object], seconds: float,
+               *procs: subprocess.Popen[bytes]) -> None:
+    """Poll ``ready`` every 0.5 s until it is true; fail if ``seconds`` pass first or one
+    of ``procs`` exits. OSError, ValueError and AssertionError count as "not yet"."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for proc in procs:
+            assert proc.poll() is None, f"{proc.args} exited with {proc.returncode}"
+        try:
+            if ready():
+                return
+        except (OSError, AssertionError, ValueError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{what} within {seconds} s")
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:

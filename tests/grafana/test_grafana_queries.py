@@ -40,7 +40,7 @@ from monitor.lab import netlab
 from monitor.lab.netlab import Lab
 from monitor.lab.state import LabState, read_state
 from tests import netns
-from tests.conftest import free_port, stop_process
+from tests.conftest import free_port, stop_process, wait_until
 
 pytestmark = [
     pytest.mark.services, pytest.mark.netns, netns.skip_unless_available,
@@ -109,20 +109,6 @@ def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as response:
         body: bytes = response.read()
         return body
-
-
-def _wait(what: str, ready: Any, seconds: float, *procs: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for proc in procs:
-            assert proc.poll() is None, f"{proc.args} exited with {proc.returncode}"
-        try:
-            if ready():
-                return
-        except (OSError, AssertionError, ValueError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{what} within {seconds} s")
 
 
 def _test_lab() -> Lab:
@@ -230,7 +216,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                  f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address={prometheus}",
                  "--log.level=warn"],
                 stdout=subprocess.DEVNULL, stderr=prometheus_log))
-        _wait("vcmon and Prometheus ready",
+        wait_until("vcmon and Prometheus ready",
               lambda: _get(f"http://{vcmon}/-/ready") and _get(
                   f"http://{prometheus}/-/ready"), 30, *procs)
         scn = Scenario(prometheus, document["sites"], districts, expected)
@@ -243,7 +229,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                     # a minute's history, minus what the range queries can spare
                     and scn.value('count_over_time(up{job="vcmon"}[1m])') >= 30)
 
-        _wait("the conference-day lab settled in Prometheus", settled, 90, *procs)
+        wait_until("the conference-day lab settled in Prometheus", settled, 90, *procs)
         yield scn
     finally:
         try:
