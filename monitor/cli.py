@@ -12,6 +12,7 @@ from monitor import __version__
 from monitor.config import Config, ConfigError, default_config, load_config
 from monitor.lab.cli import add_lab_parser
 from monitor.logs import configure_logging
+from monitor.privileges import PrivilegeError
 from monitor.report.cli import add_report_parser
 from monitor.stats import summarize
 from probes import Outcome
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    except IcmpPermissionError as exc:
+    except (IcmpPermissionError, PrivilegeError) as exc:
         print(f"vcmon: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:

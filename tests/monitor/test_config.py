@@ -172,7 +172,8 @@ INVALID: dict[str, list[str]] = {
     ],
     "invalid-unknown-top-level.yml": [
         '{file}:1: mqttt: unknown key "mqttt" (did you mean "mqtt"?); '
-        "allowed keys are: listen, defaults, health, schedule, mqtt, reports, sites"
+        "allowed keys are: listen, defaults, health, schedule, mqtt, reports, web, user, group, "
+        "sites"
     ],
     "invalid-window-short.yml": [
         "{file}:3: defaults.window: the window of 60 s is shorter than the interval of 120 s "
