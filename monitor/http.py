@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import socket
 import time
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import structlog
-from aiohttp import BasicAuth, hdrs, web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from monitor.api import register_routes
@@ -56,6 +57,19 @@ def listening_sockets(listen: str) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """``(user, password)`` of an ``Authorization: Basic …`` header (RFC 7617), else None."""
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
 
 
 class HttpServer:
@@ -110,17 +124,13 @@ class HttpServer:
         raise web.HTTPUnauthorized(headers=_CHALLENGE, text="401 Unauthorized\n")
 
     async def _logged_in(self, users: WebUsers, header: str | None) -> bool:
-        if header is None:
+        login = _basic_credentials(header)
+        if login is None:
             return False
-        try:
-            login = BasicAuth.decode(header, encoding="utf-8")
-        except ValueError:
-            return False
-        if users.remembered(login.login, login.password):
+        if users.remembered(*login):
             return True
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._bcrypt, users.verify, login.login,
-                                          login.password)
+        return await loop.run_in_executor(self._bcrypt, users.verify, *login)
 
     async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(self._daemon.config.web.headers)

@@ -140,25 +140,24 @@ class HttpServerConfig(BaseModel):
     headers: Annotated[dict[str, str], AfterValidator(_known_headers)] = {}
 
 
-def _check_users(value: Any) -> dict[str, SecretStr]:
-    # Checked by hand: pydantic's messages would echo the value, which may be a password
-    # someone wrote here by mistake.
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError("expected a mapping of user names to bcrypt hashes, e.g. "
-                         "prometheus: $2y$10$...")
-    users = {}
-    for name, hashed in value.items():
-        if not name or ":" in name or not name.isprintable():
-            raise ValueError(f"{show(name)} is not a user name; basic auth user names are "
-                             "printable, non-empty and without a colon")
-        if not isinstance(hashed, str) or not _BCRYPT.fullmatch(hashed):
-            raise ValueError(f"the password hash of user {name} is not a bcrypt hash; write "
-                             "the hash, never the password (vcmon hash-password or htpasswd "
-                             "-nBC 10 \"\" | tr -d ':\\n' makes one)")
-        users[name] = SecretStr(hashed)
-    return users
+def _check_user_name(name: str) -> str:
+    if name and ":" not in name and name.isprintable():
+        return name
+    raise ValueError(f"{show(name)} is not a user name; basic auth user names are printable, "
+                     "non-empty and without a colon")
+
+
+def _check_hash(value: Any) -> SecretStr:
+    # Checked before pydantic's own type checks, whose messages would echo the value:
+    # it may be a password someone wrote here by mistake.
+    if isinstance(value, str) and _BCRYPT.fullmatch(value):
+        return SecretStr(value)
+    raise ValueError("this is not a bcrypt hash; write the hash, never the password "
+                     "(vcmon hash-password or htpasswd -nBC 10 \"\" | tr -d ':\\n' makes one)")
+
+
+UserName = Annotated[str, AfterValidator(_check_user_name)]
+BcryptHash = Annotated[SecretStr, BeforeValidator(_check_hash)]
 
 
 class WebFile(BaseModel):
@@ -168,7 +167,7 @@ class WebFile(BaseModel):
 
     tls_server_config: TlsServerConfig | None = None
     http_server_config: HttpServerConfig = HttpServerConfig()
-    basic_auth_users: Annotated[dict[str, SecretStr], BeforeValidator(_check_users)] = {}
+    basic_auth_users: dict[UserName, BcryptHash] = {}
 
 
 class WebUsers:
@@ -267,7 +266,8 @@ def load_web_file(path: str) -> tuple[WebFile, ssl.SSLContext | None]:
         raise ConfigError([Problem(path, None, "", f"cannot read the web configuration file "
                                    f"({why}); check web.config_file and its permissions")]
                           ) from None
-    if not text.strip():  # the exporter-toolkit accepts an empty file: no TLS, no login
+    # the exporter-toolkit accepts an empty file (comments at most): no TLS, no login
+    if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
         return WebFile(), None
     document = load_yaml(text, path)
     if document.problems:
