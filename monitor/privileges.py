@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
+from monitor._problems import show
+
 if TYPE_CHECKING:
     from monitor.config import Config
 
@@ -120,7 +122,7 @@ def _user(user: str) -> pwd.struct_passwd:
     try:
         return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
     except KeyError:
-        raise ValueError(f"there is no user {show_name(user)} on this host; create it (useradd "
+        raise ValueError(f"there is no user {show(user)} on this host; create it (useradd "
                          "--system --no-create-home vcmon) or name an existing one") from None
 
 
@@ -128,14 +130,14 @@ def _group(group: str) -> grp.struct_group:
     try:
         return grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
     except KeyError:
-        raise ValueError(f"there is no group {show_name(group)} on this host; create it "
+        raise ValueError(f"there is no group {show(group)} on this host; create it "
                          "or name an existing one") from None
 
 
 def check_user(user: str) -> str:
     """The ``user:`` field: a user of this host other than root (a name or a uid)."""
     if _user(user).pw_uid == 0:
-        raise ValueError(f"user {show_name(user)} is root, which gives nothing up; name an "
+        raise ValueError(f"user {show(user)} is root, which gives nothing up; name an "
                          "unprivileged user such as vcmon or nobody, or remove user:")
     return user
 
@@ -151,10 +153,6 @@ def resolve(user: str, group: str | None) -> Identity:
     entry = _user(user)
     gid = entry.pw_gid if group is None else _group(group).gr_gid
     return Identity(entry.pw_name, entry.pw_uid, gid)
-
-
-def show_name(name: str) -> str:
-    return f'"{name}"' if name.isprintable() else repr(name)
 
 
 def _threads() -> int:

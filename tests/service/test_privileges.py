@@ -259,3 +259,37 @@ def test_the_shell_check_finds_what_it_looks_for(tmp_path: Path) -> None:
                       "os.popen(cmd)\n")
     assert [use.split(": ")[1] for use in shell_uses(sample)] == [
         "os.system", "shell=", "os.popen"]
+
+
+USER_PROBLEMS = {
+    "user: no-such-user-x\n": 'sites.yaml:1: user: there is no user "no-such-user-x" on this '
+                              "host; create it (useradd --system --no-create-home vcmon) or "
+                              "name an existing one",
+    "user: root\n": 'sites.yaml:1: user: user "root" is root, which gives nothing up; name an '
+                    "unprivileged user such as vcmon or nobody, or remove user:",
+    "user: '0'\n": 'sites.yaml:1: user: user "0" is root, which gives nothing up; name an '
+                   "unprivileged user such as vcmon or nobody, or remove user:",
+    "group: nogroup\n": "sites.yaml:1: group: a group is switched to together with a user; "
+                        "set user: too",
+    "user: nobody\ngroup: no-such-group-x\n": 'sites.yaml:2: group: there is no group '
+                                              '"no-such-group-x" on this host; create it or '
+                                              "name an existing one",
+}
+
+
+@pytest.mark.parametrize("text", sorted(USER_PROBLEMS))
+def test_user_and_group_problems(text: str) -> None:
+    from monitor.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text + inventory(9470).split("\n", 1)[1], "sites.yaml")
+    assert str(caught.value) == USER_PROBLEMS[text]
+
+
+def test_user_and_group_by_number() -> None:
+    from monitor.config import parse_config
+
+    config = parse_config("user: '65534'\ngroup: '0'\n" + inventory(9470), "sites.yaml")
+    assert config.identity is not None
+    assert (config.identity.user, config.identity.uid, config.identity.gid) == (
+        "nobody", 65534, 0)
