@@ -52,7 +52,7 @@ _BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
 # bcrypt reads the first 72 bytes of a password; 5.x refuses longer ones outright
 _BCRYPT_MAX_BYTES = 72
 # Successful logins remembered, so that a scrape every 15 s does not cost a bcrypt run
-# (~0.1 s of CPU at cost 10) each time; bounded, since every entry is a distinct password.
+# (~50 ms of CPU at cost 10) each time; bounded, since every entry is a distinct password.
 _CACHE_SIZE = 128
 
 
@@ -199,7 +199,7 @@ class WebUsers:
         return self._fingerprint(user, password) in self._remembered
 
     def verify(self, user: str, password: str) -> bool:
-        """Check a login with bcrypt (~0.1 s of CPU: run it in a worker thread)."""
+        """Check a login with bcrypt (~50 ms of CPU at cost 10: run it in a worker thread)."""
         stored = self._hashes.get(user)
         secret = password.encode()
         known = stored is not None and len(secret) <= _BCRYPT_MAX_BYTES
