@@ -356,3 +356,18 @@ async def test_no_secret_reaches_the_logs_or_the_api(tmp_path: Path,
     assert any("mqtt_connected" in text for text in seen)
     for secret in (SECRET, PASSWORD, HASH, HASH[7:29]):  # [7:29]: the salt
         assert not [text[:200] for text in seen if secret in text], secret
+
+
+def test_log_lines_never_carry_a_value_named_like_a_secret(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.logs import configure_logging
+
+    configure_logging("debug", "json")
+    try:
+        structlog.get_logger("test").info("careless", password=PASSWORD, authorization="Basic x",
+                                          site="s1")
+    finally:
+        structlog.reset_defaults()
+    line = capsys.readouterr().err
+    assert PASSWORD not in line and "Basic x" not in line
+    assert '"password": "[redacted]"' in line and '"site": "s1"' in line
