@@ -14,6 +14,7 @@ Run as ``python -m monitor._isolated PATH``: writes one pickle to stdout.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import os
 import pickle
 import resource
@@ -21,7 +22,7 @@ import subprocess
 import sys
 
 from monitor._problems import ConfigError, Problem
-from monitor.config import Config, load_config
+from monitor.config import Config, load_config, parse_config
 
 # Generous for any real inventory (20,000 sites peak at ~300 MB of address space
 # on top of the interpreter), small enough that a YAML bomb cannot take the host.
@@ -51,15 +52,24 @@ def _outcome(path: str, returncode: int, stdout: bytes, stderr: bytes) -> Config
 
 def load_config_isolated(path: str) -> Config:
     """``load_config(path)`` in a child process; raises ``ConfigError`` as it would."""
-    done = subprocess.run(_command(path), capture_output=True, check=False,
-                          timeout=CPU_SECONDS * 2)
+    try:
+        done = subprocess.run(_command(path), capture_output=True, check=False,
+                              timeout=CPU_SECONDS * 2)
+    except OSError:
+        # the interpreter cannot be started again (e.g. not executable by the user
+        # vcmon switched to): read it here, as vcmon check-config does
+        return load_config(path)
     return _outcome(path, done.returncode, done.stdout, done.stderr)
 
 
 async def load_config_isolated_async(path: str) -> Config:
     """The same, awaited: the event loop keeps running while the child parses."""
-    child = await asyncio.create_subprocess_exec(
-        *_command(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        child = await asyncio.create_subprocess_exec(
+            *_command(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError:
+        # as above; a worker thread then, which at least keeps the loop running
+        return await asyncio.get_running_loop().run_in_executor(None, load_config, path)
     try:
         stdout, stderr = await asyncio.wait_for(child.communicate(), CPU_SECONDS * 2)
     except TimeoutError:
@@ -69,6 +79,14 @@ async def load_config_isolated_async(path: str) -> Config:
                                    f"run `vcmon check-config {path}` to see why")]) from None
     assert child.returncode is not None
     return _outcome(path, child.returncode, stdout, stderr)
+
+
+def prepare_fallback() -> None:
+    """Import now what reading an inventory in this process needs: where the user
+    vcmon switches to cannot start the interpreter, it usually cannot read its
+    library either, and a lazy import would fail at the first reload."""
+    codecs.lookup("utf-8-sig")
+    parse_config("sites:\n  - {id: a, name: a, tier: province, address: 127.0.0.1}\n")
 
 
 def main(path: str) -> int:

@@ -14,6 +14,7 @@ from monitor._isolated import load_config_isolated
 from monitor.config import Config, ConfigError, default_config, load_config
 from monitor.lab.cli import add_lab_parser
 from monitor.logs import configure_logging
+from monitor.privileges import PrivilegeError
 from monitor.report.cli import add_report_parser
 from monitor.shard import Shard, describe, parse_shard
 from monitor.stats import summarize
@@ -69,6 +70,23 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
     print(render_tree(config))
     if config.shard is not None:
         print(describe(config))
+    return 0
+
+
+def _cmd_hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    import bcrypt
+
+    # From stdin, never argv: the command line of a process is visible to every user.
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password or len(password.encode()) > 72:
+        print("vcmon hash-password: the password must be 1 to 72 bytes long", file=sys.stderr)
+        return EXIT_CONFIG
+    print(bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=args.cost)).decode())
     return 0
 
 
@@ -179,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--timeout", "-W", type=_seconds, default=1.0, help="seconds per packet")
     probe.add_argument("--size", "-s", type=_payload, default=56, help="payload bytes")
     probe.set_defaults(func=_cmd_probe)
+    hashing = sub.add_parser(
+        "hash-password", help="bcrypt hash of a password (from stdin) for basic_auth_users")
+    hashing.add_argument("--cost", type=int, choices=range(10, 16), default=10, metavar="10-15",
+                         help="bcrypt cost; each step doubles the work per login (default 10)")
+    hashing.set_defaults(func=_cmd_hash_password)
     add_lab_parser(sub)
     add_report_parser(sub)
     return parser
@@ -191,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    except IcmpPermissionError as exc:
+    except (IcmpPermissionError, PrivilegeError) as exc:
         print(f"vcmon: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:

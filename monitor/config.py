@@ -46,10 +46,12 @@ from monitor._problems import (
 from monitor._problems import show_number as _num
 from monitor._site_types import Provision, Tier
 from monitor._yamlpos import load_yaml
+from monitor.privileges import Identity, check_group, check_user, resolve
 from monitor.report.settings import ReportSettings
 from monitor.schedule import Schedule, schedule_references
 from monitor.shard import Shard
 from monitor.thresholds import HealthSettings, ThresholdOverrides, Thresholds
+from monitor.webconfig import WebSettings
 
 __all__ = [
     "Config",
@@ -280,6 +282,11 @@ class Config(BaseModel):
     reports: ReportSettings | None = None
     # None: one instance probes every site; else only its shard (``monitor.shard``)
     shard: Shard | None = None
+    # TLS and basic auth of the HTTP endpoints (a Prometheus web.yml), POST /-/reload
+    web: WebSettings = Field(default_factory=WebSettings)
+    # started as root: who vcmon becomes once its sockets are open (monitor/privileges.py)
+    user: Annotated[str, AfterValidator(check_user)] | None = None
+    group: Annotated[str, AfterValidator(check_group)] | None = None
     sites: list[Site]
     source: str = "<embedded>"
 
@@ -295,6 +302,18 @@ class Config(BaseModel):
         if found:
             raise _summary("site_links", found)
         return _with_districts(sites)
+
+    @field_validator("group")
+    @classmethod
+    def _group_needs_user(cls, group: str | None, info: ValidationInfo) -> str | None:
+        if group is not None and info.data.get("user") is None:
+            raise ValueError("a group is switched to together with a user; set user: too")
+        return group
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who to become after opening the sockets; None: stay who started vcmon."""
+        return None if self.user is None else resolve(self.user, self.group)
 
     @model_validator(mode="after")
     def _index(self) -> Config:

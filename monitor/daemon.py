@@ -14,12 +14,13 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
-from monitor._isolated import load_config_isolated_async
+from monitor._isolated import load_config_isolated_async, prepare_fallback
 from monitor.config import Config, ConfigError, ProbeSettings, default_config
 from monitor.health import HealthTracker, StateChange, Status
 from monitor.http import HttpServer
 from monitor.metrics import DaemonCollector, DaemonMetrics
 from monitor.mqtt import MqttPublisher
+from monitor.privileges import check_reloaded, least_privilege
 from monitor.report import writer as report_writer
 from monitor.scheduler import Scheduler, SendFn, Target
 from monitor.sdnotify import Notifier
@@ -117,17 +118,22 @@ class Daemon:
 
     async def startup(self) -> None:
         self._stop = asyncio.Event()
+        # Every socket that needs privileges first (ICMP, the listener), then none are
+        # kept: nothing else may run before (a thread would keep root's capabilities).
+        targets = await self.targets(self.config)
+        await self.http.start(self.listen)
+        prepare_fallback()
+        least_privilege(self.config, [engine.mode for engine in self.engines.values()])
         if self.config.mqtt is not None:
-            # Started first, so that the first state changes are queued; it connects in
-            # the background and never holds up the start.
+            # Started before the health task, so that the first state changes are queued;
+            # it connects in the background and never holds up the start.
             self.publisher = MqttPublisher(self.config.mqtt, self, self.registry)
             self.publisher.start()
-        self.scheduler.set_targets(await self.targets(self.config))
+        self.scheduler.set_targets(targets)
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
         publish = self.publisher.report_written if self.publisher is not None else None
         self._tasks.append(asyncio.create_task(report_writer.run(self, publish), name="reports"))
-        await self.http.start(self.listen)
         self.metrics.config_loaded(success=True)
         modes = sorted({engine.mode for engine in self.engines.values()})
         log.info("started", version=__version__, sites=len(self.table), listen=self.listen,
@@ -161,6 +167,7 @@ class Daemon:
                       keeping=self.config.source)
             self.metrics.config_loaded(success=False)
             return [str(problem) for problem in exc.problems]
+        check_reloaded(self.config, config)
         if config.listen != self.config.listen:
             log.warning("listen_unchanged", listen=self.listen, requested=config.listen,
                         hint="the listen address changes on restart, not on reload")

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import socket
 import time
 import zlib
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+import structlog
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from monitor.api import register_routes
 from monitor.metrics import render_chunks
+from monitor.webconfig import WebUsers
 
 if TYPE_CHECKING:
     from monitor.daemon import Daemon
+
+log = structlog.get_logger("vcmon.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_CHALLENGE = {hdrs.WWW_AUTHENTICATE: 'Basic realm="vcmon", charset="UTF-8"'}
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -23,30 +34,106 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def listening_sockets(listen: str) -> list[socket.socket]:
+    """Bound, listening sockets for every address ``listen`` names.
+
+    Opened here rather than by asyncio, whose name lookup runs in a worker thread:
+    the sockets must exist, and no thread yet, when privileges are dropped.
+    """
+    host, port = split_listen(listen)
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # "localhost" binds ::1 and 127.0.0.1 apart
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """``(user, password)`` of an ``Authorization: Basic …`` header (RFC 7617), else None."""
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
+
+
 class HttpServer:
     def __init__(self, daemon: Daemon) -> None:
         self._daemon = daemon
         self._runner: web.AppRunner | None = None
-        app = web.Application()
+        # One thread for bcrypt: a flood of wrong passwords takes one core, never the
+        # event loop, and remembered logins do not queue behind it.
+        self._bcrypt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vcmon-bcrypt")
+        app = web.Application(middlewares=[self._authenticate])
         app.router.add_get("/metrics", self.metrics)
-        app.router.add_get("/-/healthy", self.healthy)
-        app.router.add_get("/-/ready", self.ready)
+        # Health checks of load balancers and container engines carry no credentials;
+        # these two say only "healthy" or "ready" (TLS still applies to them).
+        self._open = {app.router.add_get("/-/healthy", self.healthy).resource,
+                      app.router.add_get("/-/ready", self.ready).resource}
         app.router.add_post("/-/reload", self.reload)
         # the status board at / and the JSON API under /api/v1
         register_routes(app, daemon)
+        app.on_response_prepare.append(self._add_headers)
         self.app = app
 
     async def start(self, listen: str) -> None:
-        host, port = split_listen(listen)
+        """Bind the listener; it serves once the event loop runs."""
+        web_settings = self._daemon.config.web
+        if web_settings.users is not None and web_settings.tls is None:
+            log.warning("basic_auth_without_tls", listen=listen,
+                        hint="passwords cross the network in clear text; set "
+                             "tls_server_config in the web configuration file")
+        sockets = listening_sockets(listen)
         # access_log=None: Prometheus scrapes every few seconds; those lines are noise.
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        for sock in sockets:
+            await web.SockSite(self._runner, sock, ssl_context=web_settings.tls).start()
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self._bcrypt.shutdown(wait=False, cancel_futures=True)
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The users of the configuration in force: a reload changes them.
+        users = self._daemon.config.web.users
+        if users is None or request.match_info.route.resource in self._open:
+            return await handler(request)
+        if await self._logged_in(users, request.headers.get(hdrs.AUTHORIZATION)):
+            return await handler(request)
+        # No user name in the log: people type their password into it by mistake.
+        log.debug("http_login_refused", peer=request.remote, path=request.path)
+        raise web.HTTPUnauthorized(headers=_CHALLENGE, text="401 Unauthorized\n")
+
+    async def _logged_in(self, users: WebUsers, header: str | None) -> bool:
+        login = _basic_credentials(header)
+        if login is None:
+            return False
+        if users.remembered(*login):
+            return True
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._bcrypt, users.verify, *login)
+
+    async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(self._daemon.config.web.headers)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
@@ -82,6 +169,10 @@ class HttpServer:
         return web.Response(status=503, text="vcmon is starting: first probe cycle not done.\n")
 
     async def reload(self, request: web.Request) -> web.Response:
+        if not self._daemon.config.web.enable_lifecycle:
+            return web.Response(status=403, text="POST /-/reload is disabled (web: "
+                                "enable_lifecycle: false); send SIGHUP instead, e.g. "
+                                "systemctl reload vcmon\n")
         problems = await self._daemon.reload()
         if problems:
             text = "reload failed; still running the previous configuration:\n"

@@ -10,6 +10,18 @@ import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 
+# Values no log line may carry, whatever a caller passes: a last line of defence.
+_SECRET_KEYS = frozenset({"password", "passwd", "secret", "token", "authorization",
+                          "password_hash", "basic_auth_users"})
+
+
+def redact_secrets(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    for key in _SECRET_KEYS & event.keys():
+        event[key] = "[redacted]"
+    return event
+
 
 def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     if fmt == "auto":
@@ -23,6 +35,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            redact_secrets,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

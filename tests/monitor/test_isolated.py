@@ -53,3 +53,15 @@ async def test_a_child_that_dies_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigError) as failed_async:
         await load_config_isolated_async("/etc/vcmon/x.yaml")
     assert "reading the inventory failed (MemoryError)" in str(failed_async.value)
+
+
+async def test_an_interpreter_that_cannot_start_reads_in_process(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """After dropping to a user who may not run the interpreter, reloads still work."""
+    path = tmp_path / "sites.yaml"
+    path.write_text("sites:\n  - {id: tinh, name: Tỉnh, tier: province, address: 127.0.0.10}\n")
+    monkeypatch.setattr(_isolated, "_command", lambda _: [str(tmp_path / "no-such-python")])
+    assert load_config_isolated(str(path)).site("tinh").address == "127.0.0.10"
+    assert (await load_config_isolated_async(str(path))).site("tinh").address == "127.0.0.10"
+    with pytest.raises(ConfigError):
+        await load_config_isolated_async(str(DATA / "invalid-bad-address.yml"))
