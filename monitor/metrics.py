@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from monitor import __version__
 from monitor.exposition import render_sites
 from monitor.health import SiteSource
+from monitor.services import render_services
 
 
 class StateSource(SiteSource, Protocol):
@@ -95,8 +96,10 @@ class DaemonCollector(Collector):
 
 def render(source: StateSource, registry: CollectorRegistry) -> bytes:
     """The whole /metrics page; safe to call from a worker thread (see ``exposition``)."""
-    sites = render_sites(source.table, source.health, source.table.clock())
-    return sites.encode() + generate_latest(registry)
+    now = source.table.clock()
+    sites = render_sites(source.table, source.health, now)
+    services = render_services(source.health.services, now)
+    return sites.encode() + services.encode() + generate_latest(registry)
 
 
 class DaemonMetrics:
