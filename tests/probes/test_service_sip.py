@@ -24,7 +24,7 @@ SCENARIO = Path(__file__).parent / "sipp" / "options-uas.xml"
 
 # RFC 3261 §25.1: Request-Line and message-header, as far as an OPTIONS request uses them
 TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"
-REQUEST_LINE = re.compile(rf"OPTIONS sip:(\[[0-9a-f:]+\]|[0-9.]+):(\d+)(;transport=tcp)? SIP/2\.0")
+REQUEST_LINE = re.compile(r"OPTIONS sip:(\[[0-9a-f:]+\]|[0-9.]+):(\d+)(;transport=tcp)? SIP/2\.0")
 HEADER = re.compile(rf"({TOKEN})[ \t]*:[ \t]*(\S.*)")
 VIA = re.compile(rf"SIP/2\.0/(UDP|TCP) (\[[0-9a-f:]+\]|[0-9.]+):(\d+);rport;branch=({TOKEN})")
 NAME_ADDR_TAG = re.compile(rf"<sip:[^>]+>;tag=({TOKEN})")
