@@ -8,7 +8,6 @@ import inspect
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 
@@ -17,7 +16,7 @@ import pytest
 from probes import ProbeResult, http, sip, tcp
 from probes._service import parse_dscp, tos_byte
 from probes.icmp import IcmpEngine
-from tests.conftest import free_port, stop_process
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tcpdump needs root to capture")
 
@@ -30,17 +29,20 @@ async def captured_byte(bpf: str, send: Callable[[], Awaitable[object]]) -> int:
     binary = shutil.which("tcpdump")
     if binary is None:
         pytest.fail("tcpdump not found: run tests/run.sh, which installs it")
-    proc = subprocess.Popen([binary, "-i", "lo", "-n", "-v", "-l", "-c", "1", bpf],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        binary, "-i", "lo", "-n", "-v", "-l", "-c", "1", bpf,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         assert proc.stderr is not None
         # tcpdump says so once its filter is attached; only then is nothing missed
-        line = await asyncio.to_thread(proc.stderr.readline)
+        line = await asyncio.wait_for(proc.stderr.readline(), 10)
         assert b"listening on lo" in line, line
         await send()
-        out, err = await asyncio.to_thread(proc.communicate, timeout=10)
+        out, err = await asyncio.wait_for(proc.communicate(), 10)
     finally:
-        stop_process(proc)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     match = _BYTE.search(out.decode())
     assert match is not None, (out + err).decode()
     return int(match.group(1), 16)
