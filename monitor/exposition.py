@@ -9,9 +9,10 @@ keeps probing while a scrape is rendered.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
+from monitor._textformat import families_text
+from monitor._textformat import number as _num
 from monitor.health import Status
 from monitor.state import RTT_BUCKETS
 from monitor.stats import in_window, summarize
@@ -52,16 +53,6 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("vcmon_site_status_since_timestamp_seconds", "gauge",
      "When the site entered its current status (Unix time)."),
 )
-
-
-def _num(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
 
 
 def render_sites(table: SiteTable, health: HealthTracker, now: float) -> str:
@@ -119,13 +110,4 @@ def render_sites(table: SiteTable, health: HealthTracker, now: float) -> str:
             f"vcmon_site_state_changes_total{{{labels}}} {h.changes}")
         out["vcmon_site_status_since_timestamp_seconds"].append(
             f"vcmon_site_status_since_timestamp_seconds{{{labels}}} {_num(h.since)}")
-    parts = []
-    for name, kind, text in FAMILIES:
-        # the 0.0.4 text format names a counter with its _total suffix
-        header = f"{name}_total" if kind == "counter" else name
-        parts.append(f"# HELP {header} {text}\n# TYPE {header} {kind}\n")
-        lines = out[name]
-        if lines:
-            parts.append("\n".join(lines))
-            parts.append("\n")
-    return "".join(parts)
+    return families_text(FAMILIES, out)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import structlog
 
 from monitor._labels import SITE_LABELS, label_text
+from monitor._textformat import families_text
+from monitor._textformat import number as _num
 from monitor.config import Config, ServiceProbe, Site
 from monitor.scheduler import Scheduler, SendFn, Target
 from probes import KINDS, Outcome, ProbeResult
@@ -150,10 +151,6 @@ def describe_failing(failing: list[ServiceState]) -> str:
     return "service " + "; ".join(parts)
 
 
-def _num(value: float) -> str:
-    return repr(value) if not math.isinf(value) else ("+Inf" if value > 0 else "-Inf")
-
-
 def render_services(table: ServiceTable, now: float) -> str:
     """The service probe families in the text format; read-only, like ``render_sites``."""
     out: dict[str, list[str]] = {name: [] for name, _, _ in FAMILIES}
@@ -178,13 +175,7 @@ def render_services(table: ServiceTable, now: float) -> str:
         if state.cert_not_after is not None:
             out["vcmon_tls_cert_expiry_seconds"].append(
                 f"vcmon_tls_cert_expiry_seconds{{{labels}}} {_num(state.cert_not_after - now)}")
-    parts = []
-    for name, kind, text in FAMILIES:
-        header = f"{name}_total" if kind == "counter" else name
-        parts.append(f"# HELP {header} {text}\n# TYPE {header} {kind}\n")
-        if out[name]:
-            parts.append("\n".join(out[name]) + "\n")
-    return "".join(parts)
+    return families_text(FAMILIES, out)
 
 
 class ServiceRunner:

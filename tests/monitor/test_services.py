@@ -21,6 +21,7 @@ from monitor.services import ServiceRunner, render_services
 from monitor.state import SiteTable
 from probes import Outcome, ProbeResult
 from tests.conftest import free_port, promtool_check_metrics
+from tests.probes._peers import port_of, tcp_peer
 
 T0 = 1_774_569_600.0
 
@@ -190,12 +191,9 @@ def scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets need root here")
 async def test_daemon_reports_a_live_ping_with_a_dead_service_as_degraded_service() -> None:
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-
-    server = await asyncio.start_server(accept, "127.0.0.2", 0)
+    server = await tcp_peer("127.0.0.2")
     port = free_port()
-    text = DAEMON.format(closed=free_port(), open=server.sockets[0].getsockname()[1])
+    text = DAEMON.format(closed=free_port(), open=port_of(server))
     daemon = Daemon(parse_config(text), listen=f"127.0.0.1:{port}", registry=CollectorRegistry())
     await daemon.startup()
     try:

@@ -19,6 +19,7 @@ import pytest
 
 from probes import Outcome, sip
 from tests.conftest import free_port, stop_process
+from tests.probes._peers import port_of, tcp_peer
 
 SCENARIO = Path(__file__).parent / "sipp" / "options-uas.xml"
 
@@ -208,16 +209,9 @@ async def test_nothing_listening_on_udp_is_refused_by_the_port_unreachable() -> 
 
 
 async def test_a_peer_that_does_not_speak_sip_is_a_protocol_failure() -> None:
-    async def web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(web, "127.0.0.1", 0)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
-        result = await sip.probe("s/sip", "127.0.0.1", 2.0, spec(port, "tcp"))
+    web = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+    async with await tcp_peer(reply=web) as server:
+        result = await sip.probe("s/sip", "127.0.0.1", 2.0, spec(port_of(server), "tcp"))
     assert result.outcome is Outcome.FAILED
     assert (result.values or {})["reason"] == "sip_protocol"
     assert "not a SIP response" in result.detail

@@ -9,25 +9,17 @@ import pytest
 from probes import Outcome, ProbeResult, tcp
 from tests import netns
 from tests.conftest import free_port
+from tests.probes._peers import port_of, tcp_peer
 
 
 def spec(port: int | str, dscp: int = 0) -> tcp.TcpSpec:
     return tcp.TcpSpec.model_validate({"kind": "tcp", "port": port, "dscp": dscp})
 
 
-async def listening(host: str) -> tuple[asyncio.Server, int]:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-
-    server = await asyncio.start_server(answer, host, 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 async def test_an_open_port_answers_with_its_connect_time(host: str) -> None:
-    server, port = await listening(host)
-    async with server:
-        result = await tcp.probe("site/h323", host, 1.0, spec(port))
+    async with await tcp_peer(host) as server:
+        result = await tcp.probe("site/h323", host, 1.0, spec(port_of(server)))
     assert result.outcome is Outcome.REPLY, result.detail
     assert result.target == "site/h323" and result.address == host
     assert result.rtt is not None and 0 < result.rtt < 0.5

@@ -16,6 +16,7 @@ import trustme
 
 from probes import Outcome, tls
 from tests.conftest import free_port
+from tests.probes._peers import port_of, tcp_peer
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 GOOD_UNTIL = NOW + timedelta(days=30)
@@ -108,15 +109,8 @@ async def test_an_unknown_ca_fails_unless_verification_is_off(ca_file: str) -> N
 
 
 async def test_a_plain_tcp_service_fails_the_handshake() -> None:
-    async def not_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"SIP/2.0 400 Bad Request\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(not_tls, "127.0.0.1", 0)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
-        result = await tls.probe("s/tls", "127.0.0.1", 2.0, spec(port))
+    async with await tcp_peer(reply=b"SIP/2.0 400 Bad Request\r\n\r\n") as server:
+        result = await tls.probe("s/tls", "127.0.0.1", 2.0, spec(port_of(server)))
     assert result.outcome is Outcome.FAILED
     assert (result.values or {})["reason"] == "tls_handshake", result.detail
 

@@ -1,0 +1,31 @@
+"""The Prometheus text format (0.0.4) pieces that every renderer of /metrics shares."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+
+def number(value: float) -> str:
+    """A sample value as the text format writes it."""
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def families_text(families: Iterable[tuple[str, str, str]],
+                  lines: Mapping[str, list[str]]) -> str:
+    """HELP and TYPE of each (name, type, help) family, then its sample lines."""
+    parts = []
+    for name, kind, text in families:
+        # the 0.0.4 text format names a counter with its _total suffix
+        header = f"{name}_total" if kind == "counter" else name
+        parts.append(f"# HELP {header} {text}\n# TYPE {header} {kind}\n")
+        if lines[name]:
+            parts.append("\n".join(lines[name]))
+            parts.append("\n")
+    return "".join(parts)
