@@ -22,6 +22,7 @@ from monitor._textformat import number as _num
 from monitor.config import Config, ServiceProbe, Site
 from monitor.scheduler import Scheduler, SendFn, Target
 from probes import KINDS, Outcome, ProbeResult
+from probes._service import ProbeFn
 from probes.icmp import IcmpEngine
 
 log = structlog.get_logger("vcmon.services")
@@ -240,7 +241,7 @@ class _Send:
 
     __slots__ = ("_probe", "_runner", "_spec")
 
-    def __init__(self, runner: ServiceRunner, probe: Any, spec: ServiceProbe) -> None:
+    def __init__(self, runner: ServiceRunner, probe: ProbeFn[Any], spec: ServiceProbe) -> None:
         self._runner, self._probe, self._spec = runner, probe, spec
 
     def __call__(self, key: str, ip: str, timeout: float) -> None:
