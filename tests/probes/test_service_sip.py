@@ -18,6 +18,7 @@ from typing import cast
 import pytest
 
 from probes import Outcome, sip
+from probes.sip import T1
 from tests.conftest import free_port, stop_process
 from tests.probes._peers import port_of, tcp_peer
 
@@ -122,7 +123,8 @@ async def test_sipp_answers_and_any_final_response_means_alive(
     assert result.outcome is Outcome.REPLY, result.detail
     assert (result.values or {})["status_code"] == status
     assert result.detail.startswith(str(status))
-    assert result.rtt is not None and 0 < result.rtt < 0.4  # no retransmission needed
+    assert (result.values or {}).get("retransmissions", 0) == 0  # UDP: none needed
+    assert result.rtt is not None and 0 < result.rtt < T1
 
 
 class DroppingPeer(asyncio.DatagramProtocol):
@@ -172,9 +174,9 @@ async def test_udp_retransmits_after_t1_doubling() -> None:
     assert result.outcome is Outcome.REPLY, result.detail
     assert (result.values or {})["retransmissions"] == 2
     gaps = [b - a for a, b in zip(protocol.arrivals, protocol.arrivals[1:], strict=False)]
-    # Timer E: T1 = 500 ms, then 1 s (a loaded machine may add a little, never less)
-    assert len(gaps) == 2 and 0.5 <= gaps[0] < 0.65 and 1.0 <= gaps[1] < 1.15, gaps
-    assert result.rtt is not None and 1.5 <= result.rtt < 1.8
+    # Timer E: T1 = 500 ms, then 1 s (a loaded machine may add some, never less)
+    assert len(gaps) == 2 and 0.5 <= gaps[0] < 0.9 and 1.0 <= gaps[1] < 1.4, gaps
+    assert result.rtt is not None and 1.5 <= result.rtt < 2.3
 
 
 async def test_a_provisional_response_waits_for_the_final_one() -> None:
@@ -188,7 +190,7 @@ async def test_a_provisional_response_waits_for_the_final_one() -> None:
     # §17.1.2.2: in Proceeding, Timer E still fires when due (0.5 s) and is then reset
     # to T2 (4 s): two transmissions, not the three of Trying (0, 0.5, 1.5 s)
     assert len(protocol.arrivals) == 2
-    assert result.rtt is not None and 1.7 <= result.rtt < 1.9
+    assert result.rtt is not None and 1.7 <= result.rtt < 2.4
 
 
 async def test_answers_to_another_transaction_are_ignored_until_the_timeout() -> None:
