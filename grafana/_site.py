@@ -145,4 +145,21 @@ def build() -> Json:
                        [Query(f"vcmon_site_mos{SITE}", legend="MOS")], Size(12, 9),
                        unit=UNITS["mos"], thresholds=THRESHOLD_STEPS["mos"], extra=MOS_RANGE),
             status_timeline("Status", Size(24, 5), IS_SITE),
+            *_services(),
         ])
+
+
+def _services() -> list[Json]:
+    # the site's `probes:` (SIP, H.323, HTTPS, a second ping …), by their probe label
+    return [
+        stat("Services", "The site's service probes: down after down_after failed probes "
+             "in a row, which makes a site that answers ping degraded (reason service).",
+             [Query(f"vcmon_probe_up{SITE}", legend="{{probe}}", instant=True)], Size(8, 8),
+             background=True, thresholds=steps("green"),
+             mappings=value_texts([(0, "down", "red"), (1, "up", "green")])),
+        timeseries("Service response time", "How long each service probe's last answer "
+                   "took: TCP connect, TLS handshake, SIP or HTTP response, echo RTT. "
+                   "Compare a DSCP-marked probe with the site's unmarked ping here.",
+                   [Query(f"vcmon_probe_duration_seconds{SITE}", legend="{{probe}}")],
+                   Size(16, 8), unit="s"),
+    ]

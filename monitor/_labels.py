@@ -6,8 +6,9 @@ from collections.abc import Iterable
 
 SITE_LABELS = ("site", "tier", "district", "provision")
 # Longer values live on vcmon_site_info only, joined on `site` in PromQL.
+# dscp: of the site's ICMP probes, 0..63 (0: unmarked)
 INFO_LABELS = ("name", "parent", "address", "contact_name", "contact_phone", "contractor",
-               "contract_reference")
+               "contract_reference", "dscp")
 
 
 def escape(value: str) -> str:

@@ -12,21 +12,24 @@ import re
 import unicodedata
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from monitor._addresses import check_address, check_listen
 from monitor._csvsites import load_csv
@@ -52,6 +55,8 @@ from monitor.schedule import Schedule, schedule_references
 from monitor.shard import Shard
 from monitor.thresholds import HealthSettings, ThresholdOverrides, Thresholds
 from monitor.webconfig import WebSettings
+from probes import KINDS
+from probes._service import Dscp, ServiceSpec
 
 __all__ = [
     "Config",
@@ -62,6 +67,7 @@ __all__ = [
     "ProbeSettings",
     "Problem",
     "Provision",
+    "ServiceProbe",
     "Site",
     "Tier",
     "default_config",
@@ -87,11 +93,11 @@ def _between(low: float, high: float | None, unit: str) -> AfterValidator:
 
 
 def _known_kind(kind: str) -> str:
-    # imported on use: a probe kind may import its settings from here, which must not loop
-    from probes import KINDS
-
-    if kind not in KINDS:
-        raise ValueError(unknown_name("probe kind", kind, list(KINDS)))
+    # a site's continuous probe is a packet engine; the others probe a service
+    engines = [name for name, each in KINDS.items() if each.engine is not None]
+    if kind not in engines:
+        hint = "; list service probes under probes:" if kind in KINDS else ""
+        raise ValueError(unknown_name("probe kind", kind, engines) + hint)
     return kind
 
 
@@ -107,6 +113,86 @@ PayloadSize = Annotated[int, _between(16, 1472, "bytes")]
 Window = Annotated[float, _DURATION, _between(0.01, 86400, "seconds")]
 DownAfter = Annotated[int, _between(1, None, "packets")]
 ResolveInterval = Annotated[float, _DURATION, _between(1, None, "seconds")]
+_PROBE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def _check_probe_name(name: str) -> str:
+    if _PROBE_NAME.fullmatch(name):
+        return name
+    raise ValueError(f'{show(name)} is not a valid probe name; use 1 to 63 lowercase ASCII '
+                     'letters, digits, "-" and "_", e.g. sip-tcp')
+
+
+class ServiceProbe(ServiceSpec):
+    """One entry of a ``probes:`` list: when and how often, then the kind's own settings."""
+
+    # the `probe` label of its series; two probes of one site need different names
+    name: Annotated[str, AfterValidator(_check_probe_name)] | None = None
+    interval: Interval = 10.0
+    timeout: Timeout = 2.0
+    down_after: DownAfter = 3
+
+    @field_validator("timeout")
+    @classmethod
+    def _ends_before_next(cls, timeout: float, info: ValidationInfo) -> float:
+        interval = info.data.get("interval")
+        if interval is not None and timeout > interval:
+            raise ValueError(f"the timeout of {_num(timeout)} s is longer than the interval of "
+                             f"{_num(interval)} s; lower timeout or raise interval")
+        return timeout
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+def _entry_kind(entry: Any) -> str | None:
+    kind = entry.get("kind") if isinstance(entry, dict) else getattr(entry, "kind", None)
+    return kind if isinstance(kind, str) else None
+
+
+def _known_service_kind(entry: Any) -> Any:
+    if isinstance(entry, dict) and "kind" not in entry:
+        raise ValueError(f"the probe has no kind; add kind: with one of {', '.join(KINDS)}")
+    kind = _entry_kind(entry)
+    if kind is not None and kind not in KINDS:
+        raise ValueError(unknown_name("probe kind", kind, list(KINDS)))
+    return entry
+
+
+# One model per kind: the schedule fields above with the kind's settings from KINDS.
+SERVICE_MODELS: dict[str, type[ServiceProbe]] = {
+    name: create_model(f"{name.title()}Probe", __base__=(ServiceProbe, kind.settings),
+                       kind=(Literal[name], ...))  # type: ignore[arg-type]
+    for name, kind in KINDS.items()
+}
+if TYPE_CHECKING:
+    _Entry = ServiceProbe
+else:
+    _Entry = Annotated[
+        Union[tuple(Annotated[model, Tag(name)] for name, model in SERVICE_MODELS.items())],  # noqa: UP007 - built from a tuple
+        Discriminator(_entry_kind), BeforeValidator(_known_service_kind)]
+
+
+def _as_tuple(entries: object) -> object:
+    # a tuple, so that settings holding it stay hashable (they are cached by value)
+    if isinstance(entries, list | tuple):
+        return tuple(entries)
+    raise ValueError(f"expected a list, found {show(entries)}; write one '- ' line per probe")
+
+
+def _distinct_names(entries: tuple[ServiceProbe, ...]) -> tuple[ServiceProbe, ...]:
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.label in seen:
+            raise ValueError(f'two probes are named "{entry.label}"; give each its own name:, '
+                             f"e.g. name: {entry.label}-{len(seen) + 1}")
+        seen.add(entry.label)
+    return entries
+
+
+ServiceProbes = Annotated[tuple[_Entry, ...], BeforeValidator(_as_tuple),
+                          AfterValidator(_distinct_names)]
 
 
 class ProbeSettings(BaseModel):
@@ -124,6 +210,8 @@ class ProbeSettings(BaseModel):
     window: Window = 60.0
     down_after: DownAfter = 3
     resolve_interval: ResolveInterval = 300.0
+    dscp: Dscp = 0
+    probes: ServiceProbes = ()
 
     @field_validator("burst_spacing")
     @classmethod
@@ -164,6 +252,7 @@ class ProbeOverrides(BaseModel):
     window: Window | None = None
     down_after: DownAfter | None = None
     resolve_interval: ResolveInterval | None = None
+    dscp: Dscp | None = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -177,7 +266,8 @@ def _merge_problems(defaults: ProbeSettings, overrides: ProbeOverrides, at: Loc)
     try:
         _merged(defaults, overrides)
     except ValidationError as exc:
-        return [((*at, *e["loc"]), explain(e, ProbeSettings)) for e in exc.errors()]
+        found = (_described(e, ProbeSettings) for e in exc.errors())
+        return [((*at, *loc), message) for loc, message in found]
     return []
 
 
@@ -235,6 +325,8 @@ class Site(BaseModel):
     address: Annotated[str, AfterValidator(check_address)]
     contact: Contact | None = None
     probe: ProbeOverrides | None = None
+    # None: the default probes; [] none at all
+    probes: ServiceProbes | None = None
     thresholds: ThresholdOverrides | None = None
 
     @field_validator("contract")
@@ -339,6 +431,14 @@ class Config(BaseModel):
         """The site's probe settings: the defaults with its ``probe:`` overrides applied."""
         return self.defaults if site.probe is None else _merged(self.defaults, site.probe)
 
+    def services_for(self, site: Site) -> tuple[ServiceProbe, ...]:
+        """The site's service probes (its own list, else the defaults'), each with a DSCP:
+        its own, else the site's."""
+        dscp = self.settings_for(site).dscp
+        entries = self.defaults.probes if site.probes is None else site.probes
+        return tuple(entry if entry.dscp is not None else entry.model_copy(update={"dscp": dscp})
+                     for entry in entries)
+
     def thresholds_for(self, site: Site) -> Thresholds:
         """Default thresholds, then the site's tier's, then the site's own."""
         return self.health.thresholds_for(site.tier, site.thresholds)
@@ -349,6 +449,21 @@ class Config(BaseModel):
     def children(self, site_id: str) -> list[Site]:
         """The sites whose parent is ``site_id``, in inventory order; KeyError if it is unknown."""
         return list(self._children[site_id])
+
+
+def _described(error: ErrorDetails, root: type[BaseModel],
+               hidden: frozenset[str] = frozenset()) -> tuple[Loc, str]:
+    """Where an error is and what to do, with the kind that pydantic puts in the path of
+    a ``probes:`` entry left out (``probes[1].sip.port`` is ``probes[1].port``)."""
+    loc = tuple(error["loc"])
+    for i in range(2, len(loc)):
+        model = SERVICE_MODELS.get(str(loc[i])) if isinstance(loc[i - 1], int) else None
+        if loc[i - 2] == "probes" and model is not None:
+            loc = (*loc[:i], *loc[i + 1:])
+            if error["type"] == "extra_forbidden" and len(loc) == i + 1:
+                return loc, unknown_name("key", str(loc[-1]), list(model.model_fields))
+            break
+    return loc, explain({**error, "loc": loc}, root, hidden)
 
 
 def _summary(kind: str, found: list[Found]) -> PydanticCustomError:
@@ -402,7 +517,7 @@ def _build(document: Document) -> Config:
         config = Config.model_validate({**data, "source": document.file})
     except ValidationError as exc:
         problems += [
-            document.problem(error["loc"], explain(error, Config, _LOADER_FIELDS))
+            document.problem(*_described(error, Config, _LOADER_FIELDS))
             for error in exc.errors()
             if error["type"] not in _RECHECKED
         ]

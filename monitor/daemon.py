@@ -24,6 +24,7 @@ from monitor.privileges import check_reloaded, least_privilege
 from monitor.report import writer as report_writer
 from monitor.scheduler import Scheduler, SendFn, Target
 from monitor.sdnotify import Notifier
+from monitor.services import ServiceRunner, marked
 from monitor.shard import Shard, select
 from monitor.state import SiteTable
 from probes import KINDS
@@ -60,6 +61,8 @@ class Daemon:
         self.engines: dict[tuple[str, int], IcmpEngine] = {}
         self.scheduler = Scheduler(self.table.record,
                                    observe_lag=self.metrics.scheduler_lag.observe)
+        # tcp, tls, sip, http (and second ICMP) probes: a scheduler of their own
+        self.services = ServiceRunner(self.health.services)
         self.registry.register(DaemonCollector(self))
         self.http = HttpServer(self)
         self._stop: asyncio.Event | None = None
@@ -97,10 +100,13 @@ class Daemon:
         key = (settings.kind, settings.payload_size)
         engine = self.engines.get(key)
         if engine is None:
-            engine = KINDS[settings.kind](self.table.record, payload_size=settings.payload_size)
+            kind = KINDS[settings.kind].engine
+            assert kind is not None, "config admits engine kinds only"
+            engine = kind(self.table.record, payload_size=settings.payload_size)
             await engine.start()
             self.engines[key] = engine
-        return engine.send
+        # the site's DSCP; tos= is passed to the engine only when it is not 0
+        return marked(engine.send, settings.dscp << 2)
 
     async def targets(self, config: Config) -> list[Target]:
         """The sites this instance probes: its shard's and the upstream chain of those."""
@@ -131,6 +137,8 @@ class Daemon:
             self.publisher.start()
         self.scheduler.set_targets(targets)
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        self.services.scheduler.set_targets(await self.services.targets(self.config))
+        self._tasks.append(asyncio.create_task(self.services.scheduler.run(), name="services"))
         self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
         publish = self.publisher.report_written if self.publisher is not None else None
         self._tasks.append(asyncio.create_task(report_writer.run(self, publish), name="reports"))
@@ -176,6 +184,7 @@ class Daemon:
         self.table.reconfigure(config)
         self.health.reconfigure(config, time.time())
         self.scheduler.set_targets(await self.targets(config))
+        self.services.scheduler.set_targets(await self.services.targets(config))
         self.config = config
         self.metrics.config_loaded(success=True)
         if self.publisher is not None:
@@ -254,6 +263,7 @@ class Daemon:
         while any(e.pending_count for e in self.engines.values()) and loop.time() < deadline:  # noqa: ASYNC110 -- engines expose a count, not an event
             await asyncio.sleep(0.02)
         await self.http.stop()
+        await self.services.close()
         for engine in self.engines.values():
             await engine.close()
         self.engines.clear()

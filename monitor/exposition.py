@@ -14,11 +14,12 @@ call), which is what brings 20,000 sites under half a second.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
+from monitor._textformat import header
+from monitor._textformat import number as _num
 from monitor.health import Status
 from monitor.state import RTT_BUCKETS
 from monitor.stats import WindowStats
@@ -81,16 +82,6 @@ def _exceeded(crossed: tuple[str, ...]) -> str:
             f'vcmon_site_threshold_exceeded{{{{{{0}},threshold="{name}"}}}} '
             f"{1 if name in crossed else 0}" for name in THRESHOLD_NAMES)
     return template
-
-
-def _num(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
 
 
 Row = tuple["SiteState", "WindowStats", "SiteHealth | None"]
@@ -204,9 +195,7 @@ def render_site_chunks(table: SiteTable, health: HealthTracker, now: float
     rows: list[Row] = list(zip(states, stats, healths, strict=True))
     for name, kind, text in FAMILIES:
         write = _WRITERS[name]
-        # the 0.0.4 text format names a counter with its _total suffix
-        header = f"{name}_total" if kind == "counter" else name
-        yield f"# HELP {header} {text}\n# TYPE {header} {kind}\n"
+        yield header(name, kind, text)
         for start in range(0, len(rows), _CHUNK):
             lines = write(rows[start:start + _CHUNK])
             if lines:

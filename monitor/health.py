@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from monitor.config import Config, Site
+from monitor.services import ServiceTable, describe_failing
 from monitor.shard import Role, select
 from monitor.state import SiteState, SiteTable
 from monitor.stats import WindowStats
@@ -134,12 +135,16 @@ class HealthTracker:
     def __init__(self, config: Config, now: float) -> None:
         self.sites: dict[str, SiteHealth] = {}
         self.upstream: dict[str, SiteHealth] = {}
+        # the sites' service probes: a site that answers ping while one of them is down
+        # is degraded (reason "service …")
+        self.services = ServiceTable(config)
         self.reconfigure(config, now)
 
     def reconfigure(self, config: Config, now: float) -> None:
         """Apply a reloaded inventory: kept sites keep their status and hysteresis."""
         self.config = config
         self.settings = config.health
+        self.services.reconfigure(config)
         selection = select(config)
         before = {**self.upstream, **self.sites}
         sites: dict[str, SiteHealth] = {}
@@ -258,8 +263,12 @@ class HealthTracker:
             return Status.DOWN, f"no reply to the last {lost} probes"
         if state is None or state.up is None:
             return Status.UNKNOWN, "no probe has resolved yet"
-        if h.degraded:
-            return Status.DEGRADED, h.degraded_reason
+        failing = self.services.failing(h.site.id)
+        if h.degraded or failing:
+            reasons = [h.degraded_reason] if h.degraded else []
+            if failing:
+                reasons.append(describe_failing(failing))
+            return Status.DEGRADED, "; ".join(reasons)
         return Status.OK, ""
 
     def root_cause(self, h: SiteHealth) -> str | None:

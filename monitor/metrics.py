@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from monitor import __version__
 from monitor.exposition import render_site_chunks
 from monitor.health import SiteSource
+from monitor.services import render_services
 
 
 class StateSource(SiteSource, Protocol):
@@ -112,8 +113,10 @@ def _shard_families(source: StateSource) -> tuple[Metric, Metric]:
 def render_chunks(source: StateSource, registry: CollectorRegistry) -> Iterator[bytes]:
     """The /metrics page in pieces of about a thousand sites' lines of one family;
     safe to iterate from a worker thread (see ``exposition``)."""
-    for text in render_site_chunks(source.table, source.health, source.table.clock()):
+    now = source.table.clock()
+    for text in render_site_chunks(source.table, source.health, now):
         yield text.encode()
+    yield render_services(source.health.services, now).encode()
     yield generate_latest(registry)
 
 

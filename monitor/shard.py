@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 from monitor._site_types import Tier
 
 if TYPE_CHECKING:
-    from monitor.config import Config
+    from monitor.config import Config, Site
 
 # Past a few hundred instances the inventory itself (parsed by every instance) is
 # the cost to cut, not the probing.
@@ -138,6 +138,13 @@ def select(config: Config) -> Selection:
             upstream.add(parent)
             parent = config.site(parent).parent
     return Selection(frozenset(owned), frozenset(upstream))
+
+
+def owned_sites(config: Config) -> list[Site]:
+    """The sites ``config``'s shard owns, in inventory order."""
+    if config.shard is None or config.shard.count == 1:
+        return list(config.sites)
+    return [site for site in config.sites if config.shard.owns(site.id)]
 
 
 def describe(config: Config) -> str:

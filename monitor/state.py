@@ -40,7 +40,7 @@ class SiteState:
 
     def __init__(self, site: Site, settings: ProbeSettings) -> None:
         self.site = site
-        self.labels, self.info_labels = _label_texts(site)
+        self.labels, self.info_labels = _label_texts(site, settings)
         self.settings = settings
         self.window = _window_for(settings)
         # Counted when a probe resolves (reply, timeout or error), so that
@@ -58,7 +58,7 @@ class SiteState:
     def reconfigure(self, site: Site, settings: ProbeSettings) -> None:
         """A reload changed the site: counters, histogram and samples carry on."""
         self.site = site
-        self.labels, self.info_labels = _label_texts(site)
+        self.labels, self.info_labels = _label_texts(site, settings)
         if settings != self.settings:
             window = _window_for(settings)
             for sample in self.window.samples(0.0):
@@ -91,13 +91,14 @@ class SiteState:
         self.up = up
 
 
-def _label_texts(site: Site) -> tuple[str, str]:
+def _label_texts(site: Site, settings: ProbeSettings) -> tuple[str, str]:
     """The site's label sets as exposition text, built once rather than at every scrape."""
     values = [site.id, site.tier, site.district or site.id, site.provision]
     contact, contract = site.contact, site.contract
     info = [site.name, site.parent or "", site.address,
             (contact and contact.name) or "", (contact and contact.phone) or "",
-            (contract and contract.contractor) or "", (contract and contract.reference) or ""]
+            (contract and contract.contractor) or "", (contract and contract.reference) or "",
+            str(settings.dscp)]
     labels = label_text(SITE_LABELS, values)
     return labels, f"{labels},{label_text(INFO_LABELS, info)}"
 

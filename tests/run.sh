@@ -13,6 +13,8 @@ sudo_cmd=()
 packages=(prometheus prometheus-alertmanager mosquitto fping iproute2 libcap2-bin systemd
           util-linux chromium chromium-driver)
 packages+=(curl)  # a real HTTPS client against the TLS and basic-auth endpoints (tests/api/test_auth.py)
+packages+=(sip-tester)  # sipp: the real SIP peer the sip probe tests talk to
+packages+=(tcpdump)  # captures service probes on loopback to check their DSCP marking
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do

@@ -146,6 +146,10 @@ def _conference_day(document: Json, lab_inventory: Path, state: LabState
         return (now + timedelta(minutes=minutes)).isoformat()
 
     document["defaults"]["down_after"] = 5  # 3 % independent loss: never 5 in a row
+    # a service probe every site answers (the lab's responder echoes): the site
+    # dashboard's service panels have data, and no healthy site turns degraded
+    document["defaults"]["probes"] = [{"kind": "icmp", "name": "icmp-2", "interval": 1,
+                                       "timeout": 1, "down_after": 5}]
     document["health"] = {"evaluate_every": 1, "enter_after": 2, "leave_after": 2,
                           "thresholds": {"jitter": JITTER_LIMIT}}
     document["schedule"] = {

@@ -37,7 +37,7 @@ sites:
 SEE_TIERS = "use 'province', 'district', 'commune' or 'unit'"
 PROBE_KEYS = (
     "kind, interval, timeout, burst, burst_spacing, payload_size, window, down_after, "
-    "resolve_interval"
+    "resolve_interval, dscp, probes"
 )
 COLUMNS = (
     "id, name, tier, parent, district, provision, address, contact_name, contact_phone, "

@@ -143,7 +143,7 @@ def test_info_carries_vietnamese_names(scraped: tuple[Scrape, Source]) -> None:
     registry, _ = scraped
     info = {**XA, "name": "UBND xã Lạc Vệ", "parent": "tinh", "address": "127.0.0.11",
             "contact_name": "", "contact_phone": "", "contractor": "VNPT Bắc Ninh",
-            "contract_reference": "HĐ-01"}
+            "contract_reference": "HĐ-01", "dscp": "0"}
     assert registry.get_sample_value("vcmon_site_info", info) == 1
     assert 'name="UBND xã Lạc Vệ"' in registry.text
 

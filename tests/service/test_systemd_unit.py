@@ -54,7 +54,7 @@ def test_unit_asks_for_what_the_daemon_does() -> None:
 
 
 def test_the_example_config_is_valid_and_sets_every_option() -> None:
-    from monitor.config import Config, ProbeSettings, load_config
+    from monitor.config import SERVICE_MODELS, Config, ProbeSettings, load_config
     from monitor.schedule import Schedule
     from monitor.thresholds import HealthSettings
 
@@ -62,7 +62,7 @@ def test_the_example_config_is_valid_and_sets_every_option() -> None:
     config = load_config(example)
     text = example.read_text(encoding="utf-8")
     # every option is shown (and so documented) in the example
-    for model in (Config, ProbeSettings, HealthSettings, Schedule):
+    for model in (Config, ProbeSettings, HealthSettings, Schedule, *SERVICE_MODELS.values()):
         for name in model.model_fields:
             if name != "source":
                 assert re.search(rf"^\s*{name}:", text, re.M), f"{model.__name__}.{name}"
