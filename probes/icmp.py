@@ -79,10 +79,7 @@ def _try_send(
     sock: socket.socket, packet: bytearray, sockaddr: tuple[Any, ...], tos: _Ancillary
 ) -> OSError | None:
     try:
-        if tos:
-            sock.sendmsg((packet,), tos, 0, sockaddr)
-        else:
-            sock.sendto(packet, sockaddr)
+        sock.sendmsg((packet,), tos, 0, sockaddr)
     except OSError as exc:
         return exc
     return None
@@ -98,14 +95,14 @@ class _Channel:
         self.request = request
         self.decode = decode
         self.v6 = v6
-        # The IP_TOS / IPV6_TCLASS control message per TOS value; one socket serves
-        # them all (ping and raw sockets, IPv4 and IPv6 alike, take it per sendmsg).
-        # Separate raw sockets per TOS would each read every reply.
+        # The IP_TOS / IPV6_TCLASS control message per TOS value (none for 0, the
+        # socket's own): one socket serves them all, as ping and raw sockets, IPv4 and
+        # IPv6, take it per sendmsg. A raw socket per TOS would each read every reply.
         level, kind = (
             (socket.IPPROTO_IPV6, socket.IPV6_TCLASS) if v6 else (socket.IPPROTO_IP, socket.IP_TOS)
         )
-        self.tos: list[_Ancillary] = [
-            [(level, kind, tos.to_bytes(4, sys.byteorder))] for tos in range(256)
+        self.tos: list[_Ancillary] = [[]] + [
+            [(level, kind, tos.to_bytes(4, sys.byteorder))] for tos in range(1, 256)
         ]
 
 
@@ -307,8 +304,7 @@ class IcmpEngine:
                 # that error is attributed from the error queue, so one retry tells it
                 # apart from an error of this send. Raw sends never check sk_err.
                 sent_ns, sent_mono_ns = time_ns(), monotonic_ns()
-                ancillary = channel.tos[tos] if tos else []
-                error = _try_send(channel.sock, packet, destination.sockaddr, ancillary)
+                error = _try_send(channel.sock, packet, destination.sockaddr, channel.tos[tos])
             if error is not None:
                 self._send_error(loop, target, address, seq, sent_ns, error.strerror or str(error))
                 return
