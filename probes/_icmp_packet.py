@@ -22,10 +22,9 @@ from probes._result import Outcome
 # type, code, checksum, identifier, sequence (RFC 792 / RFC 4443 echo header)
 ECHO_HEADER: Final = Struct("!BBHHH")
 # the echo header, then the cookie: the process's secret and the destination's tag
-_ECHO_WITH_COOKIE: Final = Struct("!BBHHHII")
-_TAG: Final = Struct("!I")
+_ECHO_COOKIE: Final = Struct("!BBHHHII")
 SECRET_SIZE: Final = 4
-COOKIE_SIZE: Final = SECRET_SIZE + _TAG.size
+COOKIE_SIZE: Final = _ECHO_COOKIE.size - ECHO_HEADER.size
 # The largest echo payload an IPv4 datagram can carry: 65535 - 20 (IP) - 8 (ICMP).
 MAX_PAYLOAD: Final = 65507
 
@@ -195,7 +194,7 @@ class EchoRequest:
             total = self._base_sum + seq + (tag >> 16) + (tag & 0xFFFF)
             total = (total & 0xFFFF) + (total >> 16)
             cksum = ((total & 0xFFFF) + (total >> 16)) ^ 0xFFFF
-        _ECHO_WITH_COOKIE.pack_into(
+        _ECHO_COOKIE.pack_into(
             self._packet, 0, self._type, 0, cksum, self._ident, seq, self._secret, tag
         )
         return self._packet
@@ -212,12 +211,15 @@ class Decoder:
     verify them, on packets that would otherwise count: foreign ones cost nothing more.
     """
 
-    __slots__ = ("_ident", "_ip_header", "_reply_type", "_request_type", "_secret", "_v6")
+    __slots__ = (
+        "_ident", "_ip_header", "_reply_type", "_request_type", "_secret", "_secret_value", "_v6",
+    )  # fmt: skip
 
     def __init__(self, *, v6: bool, ident: int, secret: bytes, ip_header: bool) -> None:
         self._v6 = v6
         self._ident = ident
         self._secret = secret
+        self._secret_value = int.from_bytes(secret, "big")
         self._ip_header = ip_header
         self._reply_type = ICMP6_ECHO_REPLY if v6 else ICMP_ECHO_REPLY
         self._request_type = ICMP6_ECHO_REQUEST if v6 else ICMP_ECHO_REQUEST
@@ -231,20 +233,24 @@ class Decoder:
             offset = (data[0] & 0x0F) << 2
             if offset < 20:
                 return _MALFORMED
-        if len(data) < offset + ECHO_HEADER.size:
+        if len(data) >= offset + _ECHO_COOKIE.size:
+            # one unpack for the common case, a reply with its cookie
+            icmp_type, code, _, ident, seq, secret, tag = _ECHO_COOKIE.unpack_from(data, offset)
+        elif len(data) >= offset + ECHO_HEADER.size:
+            icmp_type, code, _, ident, seq = ECHO_HEADER.unpack_from(data, offset)
+            secret = tag = -1
+        else:
             return _MALFORMED
-        icmp_type, code, _, ident, seq = ECHO_HEADER.unpack_from(data, offset)
         if icmp_type == self._reply_type:
             if ident != self._ident:
                 return _FOREIGN
-            cookie_at = offset + ECHO_HEADER.size
-            if len(data) < cookie_at + COOKIE_SIZE:
+            if secret < 0:
                 return _MALFORMED
-            if not data.startswith(self._secret, cookie_at):
+            if secret != self._secret_value:
                 return _COOKIE
             if self._ip_header and not checksum_ok(data[offset:]):
                 return _BAD_CHECKSUM
-            return (Outcome.REPLY, seq, _TAG.unpack_from(data, cookie_at + SECRET_SIZE)[0], "", "")
+            return (Outcome.REPLY, seq, tag, "", "")
         described = describe_error(self._v6, icmp_type, code)
         if described is None:
             return _FOREIGN

@@ -396,6 +396,7 @@ class IcmpEngine:
     def _drain(self, channel: _Channel) -> None:
         recvmsg = channel.sock.recvmsg
         decode = channel.decode
+        pending = self._pending
         ignored = self.ignored
         bufsize = self._bufsize
         for _ in range(_DRAIN_BATCH):
@@ -410,9 +411,13 @@ class IcmpEngine:
                 continue
             kind, seq, tag, quoted, detail = decode(data)
             if kind is _REPLY:
-                probe = self._claim(source[0], seq, tag)
-                if probe is not None:
+                probe = pending.get((source[0], seq))
+                if probe is not None and probe.tag == tag and not probe.done:
+                    probe.done = True
+                    self._unresolved -= 1
                     self._reply(probe, receive_time_ns(ancillary, time_ns()))
+                else:
+                    self._claim(source[0], seq, tag)
             elif kind in _ERRORS:
                 probe = self._claim(quoted, seq, -1)
                 if probe is not None:
