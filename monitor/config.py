@@ -166,6 +166,11 @@ SERVICE_MODELS: dict[str, type[ServiceProbe]] = {
                        kind=(Literal[name], ...))  # type: ignore[arg-type]
     for name, kind in KINDS.items()
 }
+# importable by name (monitor.config.TcpProbe …), as pickle needs: the daemon gets its
+# inventory from a child process (monitor/_isolated.py)
+for _model in SERVICE_MODELS.values():
+    _model.__module__ = __name__
+    globals()[_model.__name__] = _model
 if TYPE_CHECKING:
     _Entry = ServiceProbe
 else:

@@ -62,7 +62,7 @@ class DaemonCollector(Collector):
             sites.add_metric([tier, provision], count)
         ignored = CounterMetricFamily(
             "vcmon_icmp_packets_ignored",
-            "ICMP packets read and ignored: not ours, late, duplicate, malformed.",
+            "ICMP packets read that resolved no probe, by reason (README: How it probes).",
             labels=["reason"])
         for reason, count in sorted(source.ignored_packets.items()):
             ignored.add_metric([reason], count)

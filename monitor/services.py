@@ -264,6 +264,5 @@ class _Send:
 def marked(send: SendFn, tos: int) -> SendFn:
     """An ICMP engine's send with the TOS byte ``tos``; the same object for the same
     pair, so that a reload keeps the schedule. Unmarked sends call the engine as is
-    (an engine without ``tos`` support then still works)."""
-    # tos: the keyword of the ICMP engine's DSCP support
+    (a plain ``sendto``; marked ones go out with ``sendmsg`` and IP_TOS/IPV6_TCLASS)."""
     return functools.partial(send, tos=tos) if tos else send  # type: ignore[call-arg]

@@ -1,10 +1,12 @@
 """ICMP echo probes, built like fping: one socket per address family for every target.
 
 Replies are drained in an event-loop reader callback and matched to their probe by
-(address, sequence) with the engine's echo id and a per-process random cookie in the
-payload. RTTs come from kernel receive timestamps (SO_TIMESTAMPNS), so the loop's
-own lag never shows up in them. Timeouts share one loop timer over a heap of
-deadlines; a probe's timeout is independent of how often the caller sends.
+(address, sequence) with the engine's echo id, a per-process random secret and the
+destination's tag in the payload. RTTs come from kernel receive timestamps
+(SO_TIMESTAMPNS), so the loop's own lag never shows up in them. Timeouts share one
+loop timer over a heap of deadlines; a probe's timeout is independent of how often
+the caller sends. Every packet read that resolves no probe is counted in ``ignored``
+under one of ``IGNORE_REASONS``; nothing else is kept of it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import os
 import secrets
 import socket
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from heapq import heappop, heappush
@@ -23,9 +26,12 @@ from typing import Any, Final
 from probes._icmp_packet import (
     DUPLICATE,
     FOREIGN,
+    IGNORE_REASONS,
     LATE,
     LOCAL_ERROR,
     MALFORMED,
+    UNMATCHED,
+    WRONG_SOURCE,
     Decoder,
     EchoRequest,
     check_payload_size,
@@ -44,14 +50,17 @@ from probes._icmp_socket import (
 )
 from probes._result import Outcome, ProbeResult
 
-__all__ = ["IcmpEngine", "IcmpPermissionError", "Mode", "ping"]
+__all__ = ["IGNORE_REASONS", "IcmpEngine", "IcmpPermissionError", "Mode", "ping"]
 
 # Per process, so a second vcmon (or a restarted one) never takes our replies for its
-# own; it is not quoted in ICMP errors, which are matched on address, id and seq only.
-_COOKIE: Final = os.urandom(8)
+# own; RFC 792 routers do not quote it, so errors are matched on address, id and seq.
+_SECRET: Final = os.urandom(4)
 # Reads per reader callback before yielding to the loop; the socket stays readable,
-# so the rest is read on the next iteration.
-_DRAIN_BATCH: Final = 4096
+# so the rest is read on the next iteration. It bounds how long a flood of foreign
+# packets holds up the sender and the timer: each read costs a few microseconds, so
+# 256 is about a millisecond. Measured (tests/bench/bench_flood.py, 120,000 foreign
+# packets/s on 2 cores): sends 8 ms late at p99 with 256, 20-80 ms with 4,096.
+_DRAIN_BATCH: Final = 256
 # IPv6 routers quote up to the minimum MTU of the offending packet (RFC 4443 2.4(c)).
 _MIN_RECEIVE: Final = 1280
 # Timeouts fire up to this late, in batches. Answered probes keep their deadline in
@@ -65,11 +74,14 @@ _REPLY: Final = Outcome.REPLY
 _ERRORS: Final = (Outcome.UNREACHABLE, Outcome.TTL_EXCEEDED)
 
 
-def _try_sendto(
-    sock: socket.socket, packet: bytearray, sockaddr: tuple[Any, ...]
+_Ancillary = list[tuple[int, int, bytes]]
+
+
+def _try_send(
+    sock: socket.socket, packet: bytearray, sockaddr: tuple[Any, ...], tos: _Ancillary
 ) -> OSError | None:
     try:
-        sock.sendto(packet, sockaddr)
+        sock.sendmsg((packet,), tos, 0, sockaddr)
     except OSError as exc:
         return exc
     return None
@@ -78,21 +90,37 @@ def _try_sendto(
 class _Channel:
     """One open ICMP socket (one address family) and what it needs per packet."""
 
-    __slots__ = ("decode", "request", "sock", "v6")
+    __slots__ = ("decode", "request", "sock", "tos", "v6")
 
     def __init__(self, sock: socket.socket, request: EchoRequest, decode: Decoder, v6: bool):
         self.sock = sock
         self.request = request
         self.decode = decode
         self.v6 = v6
+        # The IP_TOS / IPV6_TCLASS control message per TOS value (none for 0, the
+        # socket's own): one socket serves them all, as ping and raw sockets, IPv4 and
+        # IPv6, take it per sendmsg. A raw socket per TOS would each read every reply.
+        level, kind = (
+            (socket.IPPROTO_IPV6, socket.IPV6_TCLASS) if v6 else (socket.IPPROTO_IP, socket.IP_TOS)
+        )
+        self.tos: list[_Ancillary] = [[]] + [
+            [(level, kind, tos.to_bytes(4, sys.byteorder))] for tos in range(1, 256)
+        ]
 
 
 class _Destination:
-    __slots__ = ("key", "next_seq", "sockaddr", "v6")
+    """One address probed (whatever its spellings): its sequence numbers and its tag."""
 
-    def __init__(self, address: str) -> None:
-        self.v6, self.sockaddr, self.key = socket_address(address)
+    __slots__ = ("issued", "key", "next_seq", "sockaddr", "tag", "v6")
+
+    def __init__(self, v6: bool, sockaddr: tuple[Any, ...], key: str, tag: int) -> None:
+        self.v6, self.sockaddr, self.key, self.tag = v6, sockaddr, key, tag
         self.next_seq = secrets.randbits(16)
+        self.issued = 0  # sequence numbers taken, to tell a late reply from a made-up one
+
+    def issued_recently(self, seq: int) -> bool:
+        """Whether ``seq`` is among the last 65,536 sequence numbers sent here."""
+        return (self.next_seq - 1 - seq) & 0xFFFF < self.issued
 
 
 class _Probe:
@@ -103,16 +131,25 @@ class _Probe:
         "sent_mono_ns",
         "sent_ns",
         "seq",
+        "tag",
         "target",
         "timeout_ns",
     )
 
     def __init__(
-        self, target: str, address: str, seq: int, sent_ns: int, sent_mono_ns: int, timeout: float
+        self,
+        target: str,
+        address: str,
+        seq: int,
+        tag: int,
+        sent_ns: int,
+        sent_mono_ns: int,
+        timeout: float,
     ) -> None:
         self.target = target
         self.address = address
         self.seq = seq
+        self.tag = tag
         self.sent_ns = sent_ns
         self.sent_mono_ns = sent_mono_ns
         self.timeout_ns = int(timeout * 1e9)
@@ -137,6 +174,8 @@ class IcmpEngine:
 
     __slots__ = (
         "_bufsize",
+        "_by_key",
+        "_by_tag",
         "_deadlines",
         "_destinations",
         "_loop",
@@ -171,13 +210,17 @@ class IcmpEngine:
         self._v4: _Channel | None = None
         self._v6: _Channel | None = None
         self._v6_error = ""
+        # by the caller's spelling, by the kernel's spelling, and by tag (the index)
         self._destinations: dict[str, _Destination] = {}
+        self._by_key: dict[str, _Destination] = {}
+        self._by_tag: list[_Destination] = []
         self._pending: dict[tuple[str, int], _Probe] = {}
         self._deadlines: list[tuple[float, tuple[str, int]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = inf
         self._unresolved = 0
-        self.ignored: Counter[str] = Counter()
+        # Every reason from the start, so its series exists before the first such packet.
+        self.ignored: Counter[str] = Counter(dict.fromkeys(IGNORE_REASONS, 0))
         self.sent = 0
         self.received = 0
 
@@ -210,42 +253,51 @@ class IcmpEngine:
             EchoRequest(
                 v6=v6,
                 ident=ident,
-                cookie=_COOKIE,
+                secret=_SECRET,
                 payload_size=self._payload_size,
                 with_checksum=raw_v4,
             ),
-            Decoder(v6=v6, ident=ident, cookie=_COOKIE, ip_header=raw_v4),
+            Decoder(v6=v6, ident=ident, secret=_SECRET, ip_header=raw_v4),
             v6,
         )
         loop.add_reader(sock.fileno(), self._drain, channel)
         return channel
 
-    def send(self, target: str, address: str, timeout: float) -> None:
+    def send(self, target: str, address: str, timeout: float, *, tos: int = 0) -> None:
         """Send one echo request to ``address`` (an IP literal); never blocks.
 
-        Raises ValueError if ``address`` is not an IP literal.
+        ``tos`` is the IPv4 TOS byte or the IPv6 traffic class of this one packet
+        (DSCP in the upper six bits: 0xb8 is EF, 0x88 AF41). Raises ValueError if
+        ``address`` is not an IP literal or ``tos`` is not within 0..255.
         """
         loop = self._loop
         if loop is None or self._v4 is None:
             raise RuntimeError("IcmpEngine.send() before start() or after close()")
+        if tos and not 0 < tos < 256:
+            raise ValueError(f"tos must be between 0 and 255, not {tos}")
         destination = self._destinations.get(address)
         if destination is None:
-            destination = self._destinations[address] = _Destination(address)
+            destination = self._destination(address)
         seq = destination.next_seq
         destination.next_seq = (seq + 1) & 0xFFFF
+        destination.issued += 1
         channel = self._v6 if destination.v6 else self._v4
         if channel is None:
             channel = self._open_v6(loop)
             if channel is None:
                 self._send_error(loop, target, address, seq, time_ns(), self._v6_error)
                 return
-        packet = channel.request.build(seq)
+        tag = destination.tag
+        packet = channel.request.build(seq, tag)
         # Taken before sendto: on loopback the reply is received and timestamped
         # inside the sendto call itself (measured: a clock read after sendto returns
         # is up to 3 us later than the reply's timestamp, giving negative RTTs).
         sent_ns, sent_mono_ns = time_ns(), monotonic_ns()
         try:
-            channel.sock.sendto(packet, destination.sockaddr)
+            if tos:
+                channel.sock.sendmsg((packet,), channel.tos[tos], 0, destination.sockaddr)
+            else:
+                channel.sock.sendto(packet, destination.sockaddr)
         except OSError as exc:
             error: OSError | None = exc
             if self._mode == "dgram":
@@ -254,12 +306,12 @@ class IcmpEngine:
                 # that error is attributed from the error queue, so one retry tells it
                 # apart from an error of this send. Raw sends never check sk_err.
                 sent_ns, sent_mono_ns = time_ns(), monotonic_ns()
-                error = _try_sendto(channel.sock, packet, destination.sockaddr)
+                error = _try_send(channel.sock, packet, destination.sockaddr, channel.tos[tos])
             if error is not None:
                 self._send_error(loop, target, address, seq, sent_ns, error.strerror or str(error))
                 return
         self.sent += 1
-        probe = _Probe(target, address, seq, sent_ns, sent_mono_ns, timeout)
+        probe = _Probe(target, address, seq, tag, sent_ns, sent_mono_ns, timeout)
         key = (destination.key, seq)
         pending = self._pending
         if key in pending and not pending[key].done:
@@ -272,6 +324,17 @@ class IcmpEngine:
         heappush(self._deadlines, (probe.deadline, key))
         if probe.deadline + _TIMER_SLACK < self._timer_at:
             self._arm(loop, probe.deadline + _TIMER_SLACK)
+
+    def _destination(self, address: str) -> _Destination:
+        v6, sockaddr, key = socket_address(address)
+        # One per address whatever its spelling ("::1", "0::1"): replies name it one way.
+        destination = self._by_key.get(key)
+        if destination is None:
+            destination = _Destination(v6, sockaddr, key, len(self._by_tag))
+            self._by_key[key] = destination
+            self._by_tag.append(destination)
+        self._destinations[address] = destination
+        return destination
 
     def _send_error(
         self,
@@ -335,6 +398,7 @@ class IcmpEngine:
     def _drain(self, channel: _Channel) -> None:
         recvmsg = channel.sock.recvmsg
         decode = channel.decode
+        pending = self._pending
         ignored = self.ignored
         bufsize = self._bufsize
         for _ in range(_DRAIN_BATCH):
@@ -347,13 +411,17 @@ class IcmpEngine:
                 # socket, any with RECVERR) is raised once and cleared; the ICMP error
                 # itself is read as a packet or from the error queue.
                 continue
-            kind, seq, quoted, detail = decode(data)
+            kind, seq, tag, quoted, detail = decode(data)
             if kind is _REPLY:
-                probe = self._claim((source[0], seq))
-                if probe is not None:
+                probe = pending.get((source[0], seq))
+                if probe is not None and probe.tag == tag and not probe.done:
+                    probe.done = True
+                    self._unresolved -= 1
                     self._reply(probe, receive_time_ns(ancillary, time_ns()))
+                else:
+                    self._claim(source[0], seq, tag)
             elif kind in _ERRORS:
-                probe = self._claim((quoted, seq))
+                probe = self._claim(quoted, seq, -1)
                 if probe is not None:
                     self._on_result(
                         probe.result(Outcome(kind), detail=f"{detail} from {source[0]}")
@@ -363,17 +431,35 @@ class IcmpEngine:
         if self._mode == "dgram":
             self._drain_error_queue(channel)
 
-    def _claim(self, key: tuple[str, int]) -> _Probe | None:
-        """The unresolved probe a reply or ICMP error is for, now resolved; else count why not."""
-        probe = self._pending.get(key)
-        if probe is None:
-            self.ignored[LATE] += 1
-        elif probe.done:
-            self.ignored[DUPLICATE] += 1
+    def _claim(self, address: str, seq: int, tag: int) -> _Probe | None:
+        """The unresolved probe a reply or ICMP error is for, now resolved; else count why not.
+
+        ``address`` is the reply's source or the error's quoted destination; ``tag`` is
+        the reply's destination tag, -1 for errors (they need not quote it).
+        """
+        probe = self._pending.get((address, seq))
+        if probe is not None and (tag < 0 or tag == probe.tag):
+            if not probe.done:
+                probe.done = True
+                self._unresolved -= 1
+                return probe
+            reason = DUPLICATE
         else:
-            probe.done = True
-            self._unresolved -= 1
-            return probe
+            # Where the probe was sent: the tag says so for replies; errors have only
+            # their quoted destination.
+            if tag < 0:
+                destination = self._by_key.get(address)
+            else:
+                destination = self._by_tag[tag] if tag < len(self._by_tag) else None
+            if destination is None:
+                reason = UNMATCHED
+            elif destination.key != address:
+                reason = WRONG_SOURCE
+            elif destination.issued_recently(seq):
+                reason = LATE  # its probe was reported as a timeout
+            else:
+                reason = UNMATCHED
+        self.ignored[reason] += 1
         return None
 
     def _reply(self, probe: _Probe, received_ns: int) -> None:
@@ -403,12 +489,15 @@ class IcmpEngine:
                 self.ignored[LOCAL_ERROR] += 1
                 continue
             described = describe_error(channel.v6, icmp_type, code)
-            seq = channel.decode.quoted_echo_seq(data)
-            if described is None or seq < 0:
+            seq = channel.decode.quoted_probe(data)
+            if described is None:
                 # Redirects, parameter problems and source quench reach ping sockets too.
                 self.ignored[FOREIGN] += 1
                 continue
-            probe = self._claim((destination, seq))
+            if isinstance(seq, str):
+                self.ignored[seq] += 1
+                continue
+            probe = self._claim(destination, seq, -1)
             if probe is not None:
                 outcome, name = described
                 self._on_result(probe.result(outcome, detail=f"{name} from {offender}"))

@@ -16,11 +16,20 @@ DATA = Path(__file__).parent / "testdata"
 
 def test_a_valid_inventory_arrives_whole(tmp_path: Path) -> None:
     path = tmp_path / "sites.yaml"
-    path.write_text("sites:\n"
+    path.write_text("defaults:\n"
+                    "  dscp: AF41\n"
+                    "  probes:\n"  # one of every kind: models made at import must pickle
+                    "    - {kind: icmp, name: icmp-be, dscp: 0}\n"
+                    "    - {kind: tcp, port: h323}\n"
+                    "    - {kind: tls}\n"
+                    "    - {kind: sip, transport: tcp}\n"
+                    "    - {kind: http, url: 'http://127.0.0.1/'}\n"
+                    "sites:\n"
                     "  - {id: tinh, name: Tỉnh, tier: province, address: 127.0.0.10}\n"
                     "  - {id: xa, name: Xã, tier: commune, parent: tinh, address: 127.0.0.11}\n")
     config = load_config_isolated(str(path))
     assert config.model_dump() == load_config(path).model_dump()
+    assert [p.kind for p in config.defaults.probes] == ["icmp", "tcp", "tls", "sip", "http"]
     # the private indexes come along: lookups work without re-validation
     assert config.site("xa").parent == "tinh"
     assert [site.id for site in config.children("tinh")] == ["xa"]

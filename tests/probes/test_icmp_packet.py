@@ -10,13 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from probes._icmp_packet import (
+    BAD_CHECKSUM,
     COOKIE,
     FOREIGN,
     MALFORMED,
     Decoder,
-    EchoRequest,
     Parsed,
     checksum,
+    checksum_ok,
     describe_error,
 )
 from probes._icmp_socket import (
@@ -28,69 +29,22 @@ from probes._icmp_socket import (
     receive_time_ns,
 )
 from probes._result import Outcome
-
-IDENT = 0xBEEF
-OUR_COOKIE = bytes.fromhex("0123456789abcdef")
-KINDS = {Outcome.REPLY, Outcome.UNREACHABLE, Outcome.TTL_EXCEEDED, FOREIGN, MALFORMED, COOKIE}
-
-
-def ipv4_header(source: str, destination: str, payload_length: int, protocol: int = 1) -> bytes:
-    return struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + payload_length,
-        0,
-        0,
-        64,
-        protocol,
-        0,
-        socket.inet_aton(source),
-        socket.inet_aton(destination),
-    )
-
-
-def ipv6_header(source: str, destination: str, payload_length: int) -> bytes:
-    return struct.pack(
-        "!IHBB16s16s",
-        6 << 28,
-        payload_length,
-        58,
-        64,
-        socket.inet_pton(socket.AF_INET6, source),
-        socket.inet_pton(socket.AF_INET6, destination),
-    )
-
-
-def request(seq: int, *, v6: bool = False, ident: int = IDENT, size: int = 56) -> bytes:
-    echo = EchoRequest(
-        v6=v6, ident=ident, cookie=OUR_COOKIE, payload_size=size, with_checksum=not v6
-    )
-    return bytes(echo.build(seq))
-
-
-def as_reply(packet: bytes, *, v6: bool = False) -> bytes:
-    return bytes([129 if v6 else 0]) + packet[1:]
-
-
-def raw_v4(icmp: bytes, source: str = "192.0.2.7") -> bytes:
-    return ipv4_header(source, "192.0.2.1", len(icmp)) + icmp
-
-
-def error_v4(icmp_type: int, code: int, quoted_echo: bytes, destination: str) -> bytes:
-    inner = ipv4_header("192.0.2.1", destination, len(quoted_echo)) + quoted_echo
-    return raw_v4(struct.pack("!BBHI", icmp_type, code, 0, 0) + inner, source="198.51.100.2")
-
-
-def error_v6(icmp_type: int, code: int, quoted_echo: bytes, destination: str) -> bytes:
-    inner = ipv6_header("2001:db8::1", destination, len(quoted_echo)) + quoted_echo
-    return struct.pack("!BBHI", icmp_type, code, 0, 0) + inner
-
-
-V4_RAW = Decoder(v6=False, ident=IDENT, cookie=OUR_COOKIE, ip_header=True)
-V4_DGRAM = Decoder(v6=False, ident=IDENT, cookie=OUR_COOKIE, ip_header=False)
-V6 = Decoder(v6=True, ident=IDENT, cookie=OUR_COOKIE, ip_header=False)
-
+from tests.probes.packets import (
+    IDENT,
+    KINDS,
+    SECRET,
+    TAG,
+    V4_DGRAM,
+    V4_RAW,
+    V6,
+    as_reply,
+    error_v4,
+    error_v6,
+    ipv4_header,
+    raw_v4,
+    request,
+    with_checksum,
+)
 
 # --- checksum ---------------------------------------------------------------
 
@@ -111,19 +65,33 @@ def test_checksum_known_vectors(data: bytes, expected: int) -> None:
     assert checksum(data) == expected
 
 
-@given(seq=st.integers(0, 0xFFFF), ident=st.integers(0, 0xFFFF), size=st.integers(8, 300))
-def test_precomputed_checksum_matches_the_full_computation(seq: int, ident: int, size: int) -> None:
-    packet = request(seq, ident=ident, size=size)
+@given(
+    seq=st.integers(0, 0xFFFF),
+    ident=st.integers(0, 0xFFFF),
+    size=st.integers(8, 300),
+    tag=st.integers(0, 0xFFFFFFFF),
+)
+def test_precomputed_checksum_matches_the_full_computation(
+    seq: int, ident: int, size: int, tag: int
+) -> None:
+    packet = request(seq, ident=ident, size=size, tag=tag)
     assert len(packet) == 8 + size
     assert int.from_bytes(packet[2:4], "big") == checksum(packet[:2] + b"\0\0" + packet[4:])
     assert checksum(packet) == 0  # what a receiver verifies
+    assert checksum_ok(packet)
+
+
+@given(st.binary(max_size=300))
+def test_checksum_ok_agrees_with_the_rfc_1071_sum(data: bytes) -> None:
+    assert checksum_ok(data) == (checksum(data) == 0 and any(data))
+    assert checksum_ok(with_checksum(data.ljust(4, b"\1")))
 
 
 def test_request_layout() -> None:
-    packet = request(0x1234, size=20)
+    packet = request(0x1234, size=20, tag=0x0A0B0C0D)
     assert packet[:2] == bytes([8, 0])
     assert struct.unpack_from("!HH", packet, 4) == (IDENT, 0x1234)
-    assert packet[8:16] == OUR_COOKIE
+    assert packet[8:16] == SECRET + bytes([10, 11, 12, 13])
     assert packet[16:] == bytes(12)
     v6 = request(7, v6=True)
     assert v6[0] == 128
@@ -142,9 +110,9 @@ def test_payload_size_out_of_range(size: int) -> None:
 @given(seq=st.integers(0, 0xFFFF))
 def test_reply_round_trip(seq: int) -> None:
     reply = as_reply(request(seq))
-    assert V4_RAW(raw_v4(reply)) == (Outcome.REPLY, seq, "", "")
-    assert V4_DGRAM(reply) == (Outcome.REPLY, seq, "", "")
-    assert V6(as_reply(request(seq, v6=True), v6=True)) == (Outcome.REPLY, seq, "", "")
+    assert V4_RAW(raw_v4(reply)) == (Outcome.REPLY, seq, TAG, "", "")
+    assert V4_DGRAM(reply) == (Outcome.REPLY, seq, TAG, "", "")
+    assert V6(as_reply(request(seq, v6=True), v6=True)) == (Outcome.REPLY, seq, TAG, "", "")
 
 
 def test_raw_v4_skips_ip_options() -> None:
@@ -159,10 +127,25 @@ def test_other_id_is_foreign() -> None:
     assert V6(as_reply(request(1, v6=True, ident=1), v6=True))[0] == FOREIGN
 
 
-def test_wrong_cookie() -> None:
+def test_wrong_secret() -> None:
     reply = bytearray(as_reply(request(3)))
     reply[8] ^= 0xFF
     assert V4_DGRAM(bytes(reply))[0] == COOKIE
+    assert V4_RAW(raw_v4(with_checksum(bytes(reply))))[0] == COOKIE
+
+
+def test_bad_checksum_only_where_the_kernel_does_not_check() -> None:
+    reply = bytearray(as_reply(request(3)))
+    reply[20] ^= 0x01  # in the padding: only the checksum can tell
+    assert V4_RAW(raw_v4(bytes(reply)))[0] == BAD_CHECKSUM
+    assert V4_DGRAM(bytes(reply))[:3] == (Outcome.REPLY, 3, TAG)
+    error = bytearray(error_v4(3, 1, request(77), "203.0.113.9"))
+    error[-1] ^= 0x01
+    assert V4_RAW(bytes(error))[0] == BAD_CHECKSUM
+    # foreign packets are not checked: they are foreign whatever their checksum
+    foreign = bytearray(as_reply(request(3, ident=IDENT ^ 1)))
+    foreign[20] ^= 0x01
+    assert V4_RAW(raw_v4(bytes(foreign)))[0] == FOREIGN
 
 
 @pytest.mark.parametrize("icmp_type", [8, 5, 12, 13, 255])
@@ -186,7 +169,7 @@ def test_requests_seen_by_the_v6_socket_are_foreign() -> None:
         (
             V4_RAW,
             error_v4(3, 1, request(77), "203.0.113.9"),
-            (Outcome.UNREACHABLE, 77, "203.0.113.9", "host unreachable (ICMP type 3 code 1)"),
+            (Outcome.UNREACHABLE, 77, 0, "203.0.113.9", "host unreachable (ICMP type 3 code 1)"),
         ),
         (
             V4_RAW,
@@ -194,6 +177,7 @@ def test_requests_seen_by_the_v6_socket_are_foreign() -> None:
             (
                 Outcome.TTL_EXCEEDED,
                 65535,
+                0,
                 "203.0.113.200",
                 "TTL exceeded in transit (ICMP type 11 code 0)",
             ),
@@ -201,7 +185,13 @@ def test_requests_seen_by_the_v6_socket_are_foreign() -> None:
         (
             V6,
             error_v6(1, 3, request(9, v6=True), "2001:db8::9"),
-            (Outcome.UNREACHABLE, 9, "2001:db8::9", "address unreachable (ICMPv6 type 1 code 3)"),
+            (
+                Outcome.UNREACHABLE,
+                9,
+                0,
+                "2001:db8::9",
+                "address unreachable (ICMPv6 type 1 code 3)",
+            ),
         ),
         (
             V6,
@@ -209,6 +199,7 @@ def test_requests_seen_by_the_v6_socket_are_foreign() -> None:
             (
                 Outcome.TTL_EXCEEDED,
                 10,
+                0,
                 "2001:db8::a",
                 "hop limit exceeded in transit (ICMPv6 type 3 code 0)",
             ),
@@ -253,7 +244,7 @@ def test_every_truncation_is_malformed(decode: Decoder, packet: bytes, complete:
     assert decode(packet)[0] in {Outcome.REPLY, Outcome.UNREACHABLE}
     assert decode(packet[:complete])[0] == decode(packet)[0]
     for length in range(complete):
-        assert decode(packet[:length]) == (MALFORMED, 0, "", ""), length
+        assert decode(packet[:length]) == (MALFORMED, 0, 0, "", ""), length
 
 
 def test_bad_ip_header_length_is_malformed() -> None:
@@ -268,10 +259,10 @@ def test_bad_ip_header_length_is_malformed() -> None:
 @given(st.binary(max_size=200))
 def test_garbage_never_raises(data: bytes) -> None:
     for decode in (V4_RAW, V4_DGRAM, V6):
-        kind, seq, _, _ = decode(data)
+        kind, seq, _, _, _ = decode(data)
         assert kind in KINDS
         assert 0 <= seq <= 0xFFFF
-        assert decode.quoted_echo_seq(data) >= -1
+        assert decode.quoted_probe(data) in {FOREIGN, COOKIE} | set(range(0x10000))
 
 
 # --- ancillary data -----------------------------------------------------------
