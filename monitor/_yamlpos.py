@@ -11,7 +11,7 @@ aliases and merges add ("billion laughs") and how deep they nest.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.events import (
@@ -35,7 +35,9 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _VALUE_TAG = "tag:yaml.org,2002:value"
 _COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
-Loader = yaml.SafeLoader | yaml.CSafeLoader
+if TYPE_CHECKING:
+    # CSafeLoader exists only where PyYAML was built with libyaml
+    Loader = yaml.SafeLoader | yaml.CSafeLoader
 
 
 def load_yaml(text: str, file: str) -> Document:
