@@ -17,8 +17,9 @@ MAX_SITES = 200_000
 # per node (measured: 3.2 MB for the 3,379 nodes of the 240-site demo inventory), so this
 # bounds the memory of a load to a few GB, which only a 200,000-site inventory needs.
 MAX_NODES = 25 * MAX_SITES
-# Nodes that aliases may add beyond twice those written ("billion laughs" adds millions).
-ALIAS_SPARE_NODES = 100_000
+# Nodes that aliases may add beyond twice those written ("billion laughs" adds millions);
+# an inventory that shares settings through aliases adds fewer nodes than it writes.
+ALIAS_SPARE_NODES = 10_000
 # An inventory nests about 6 levels (sites, a site, thresholds, a tier, a measure).
 MAX_DEPTH = 64
 # One key or value: names and addresses are short, a PEM certificate is a few KB.
