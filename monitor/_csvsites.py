@@ -6,6 +6,7 @@ import csv
 import io
 from typing import Any
 
+from monitor import _limits
 from monitor._problems import ConfigError, Document, Problem, show, unknown_name
 
 # column -> where its cell goes in a site
@@ -37,6 +38,7 @@ def load_csv(text: str, file: str) -> Document:
         _check_header(header, file)
         line = reader.line_num + 1
         for row in reader:
+            _check_row(row, file, line, len(sites))
             if any(cell.strip() for cell in row):
                 loc = ("sites", len(sites))
                 document.lines[loc] = line
@@ -54,6 +56,19 @@ def load_csv(text: str, file: str) -> Document:
         raise ConfigError([Problem(file, reader.line_num, "", message)]) from None
     document.data = {"sites": sites}
     return document
+
+
+def _check_row(row: list[str], file: str, line: int, sites: int) -> None:
+    if sites >= _limits.MAX_SITES:
+        message = (f"more than {_limits.MAX_SITES:,} sites are listed, more than one vcmon "
+                   "handles; split the inventory into shards, one vcmon each")
+        raise ConfigError([Problem(file, line, "sites", message)])
+    for cell in row:
+        if len(cell) > _limits.MAX_SCALAR_CHARS:
+            message = (f"a cell of {len(cell):,} characters starts on this line, longer than "
+                       f"the {_limits.MAX_SCALAR_CHARS:,} vcmon accepts; shorten it, or close "
+                       "the quote left open")
+            raise ConfigError([Problem(file, line, "", message)])
 
 
 def _check_header(header: list[str], file: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 from collections.abc import Iterable, Sequence
@@ -17,6 +18,7 @@ from pydantic_core import ErrorDetails
 Loc = tuple[str | int, ...]
 
 _SHOWN_CHARS = 60
+_SHOWN_BITS = 196  # 59 decimal digits
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -104,13 +106,16 @@ def show(value: object) -> str:
         return f"{value.isoformat()} (YAML reads this as a date)"
     if isinstance(value, bytes):
         return "binary data"
+    if isinstance(value, int) and value.bit_length() > _SHOWN_BITS:
+        # YAML 1.1 reads 1:59:59:… as one (base 60) number, too long for str() to print
+        return f"a whole number of about {int(value.bit_length() * math.log10(2)) + 1:,} digits"
     text = str(value)
     return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1)
-    return f' (did you mean "{close[0]}"?)' if close else ""
+    return f" (did you mean {quote(close[0])}?)" if close else ""
 
 
 def unknown_name(what: str, name: str, allowed: Sequence[str]) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import unicodedata
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -31,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from monitor import _limits
 from monitor._addresses import check_address, check_listen
 from monitor._csvsites import load_csv
 from monitor._duration import parse_duration
@@ -48,6 +48,7 @@ from monitor._problems import (
 )
 from monitor._problems import show_number as _num
 from monitor._site_types import Provision, Tier
+from monitor._text import clean_name, clean_text, decode
 from monitor._yamlpos import load_yaml
 from monitor.privileges import Identity, check_group, check_user, resolve
 from monitor.report.settings import ReportSettings
@@ -276,19 +277,22 @@ def _merge_problems(defaults: ProbeSettings, overrides: ProbeOverrides, at: Loc)
     return []
 
 
+Text = Annotated[str, AfterValidator(clean_text)]
+
+
 class Contact(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    name: str | None = None
-    phone: str | None = None
-    email: str | None = None
+    name: Text | None = None
+    phone: Text | None = None
+    email: Text | None = None
 
 
 class Contract(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    contractor: str | None = None
-    reference: str | None = None
+    contractor: Text | None = None
+    reference: Text | None = None
 
 
 # usable as a Prometheus label value and as one MQTT topic level (no "+", "#" or "/")
@@ -304,23 +308,13 @@ def _check_slug(site_id: str) -> str:
     )
 
 
-def _check_name(name: str) -> str:
-    # NFC: the same name typed on another system (NFD) must give the same metric label
-    name = unicodedata.normalize("NFC", name.strip())
-    if not name:
-        raise ValueError("the name is empty; write the site's name, e.g. UBND xã Lạc Vệ")
-    if any(unicodedata.category(char) == "Cc" for char in name):
-        raise ValueError(f"{show(name)} contains a control character; remove it")
-    return name
-
-
 class Site(BaseModel):
     """One video-conference endpoint."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     id: Annotated[str, AfterValidator(_check_slug)]
-    name: Annotated[str, AfterValidator(_check_name)]
+    name: Annotated[str, AfterValidator(clean_name)]
     tier: Tier
     parent: str | None = None
     # after loading: the nearest ancestor-or-self of tier district, else the site itself
@@ -489,17 +483,19 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         message = "the inventory's format is unknown; name the file .yaml, .yml or .csv"
         raise ConfigError([Problem(file, None, "", message)])
     try:
-        raw = Path(file).read_bytes()
+        with open(file, "rb") as stream:
+            # a device or a pipe has no size to check first
+            raw = stream.read(_limits.MAX_FILE_BYTES + 1)
     except OSError as exc:
         why = exc.strerror or exc
         message = f"cannot read the inventory ({why}); check the path and its permissions"
         raise ConfigError([Problem(file, None, "", message)]) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        message = f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8"
-        raise ConfigError([Problem(file, line, "", message)]) from None
+    if len(raw) > _limits.MAX_FILE_BYTES:
+        line = raw.count(b"\n", 0, _limits.MAX_FILE_BYTES) + 1
+        message = (f"the file is larger than {_limits.MAX_FILE_BYTES:,} bytes (it passes that "
+                   "on this line); check it is the right file, or split the sites into shards")
+        raise ConfigError([Problem(file, line, "", message)])
+    text = decode(raw, file)
     return _build(load_csv(text, file) if suffix == ".csv" else load_yaml(text, file))
 
 

@@ -34,7 +34,7 @@ def _parse_time(value: object) -> datetime:
 def _check_zone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Asia" is a directory
         raise ValueError(
             f"{show(name)} is not a known time zone; use an IANA name such as Asia/Ho_Chi_Minh"
         ) from None

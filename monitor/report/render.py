@@ -11,6 +11,7 @@ import csv
 import html
 import io
 import json
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -211,6 +212,20 @@ def page(report: Report, lang: Lang) -> str:
     return "\n".join(out)
 
 
+# OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these as a
+# formula (=HYPERLINK(...), =cmd|'/c calc'!A1), and names, contacts and reasons come from
+# the inventory; a leading apostrophe makes it text. Plain numbers ("-3.5") stay numbers.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+
+
+def cell(value: str) -> str:
+    """``value`` as a CSV cell that no spreadsheet evaluates."""
+    if value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def spreadsheet(report: Report, lang: Lang) -> str:
     w = i18n.words(lang)
     headers = [w["district"], w["site_id"], w["site"], w["tier"], w["provision"], w["address"],
@@ -225,12 +240,12 @@ def spreadsheet(report: Report, lang: Lang) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(headers)
+    writer.writerow(map(cell, headers))
     history = report.history or {}
     for s in report.sites:
         win, contact = s["window"], s.get("contact") or {}
         h = history.get(s["id"], _NO_HISTORY)
-        writer.writerow([
+        writer.writerow(map(cell, [
             s["district_name"], s["id"], s["name"], i18n.tier(s["tier"], lang),
             i18n.provision(s["provision"], lang), s["address"], contact.get("name") or "",
             contact.get("phone") or "", i18n.status(s["status"], lang),
@@ -239,7 +254,7 @@ def spreadsheet(report: Report, lang: Lang) -> str:
             num(win.get("jitter"), 1000), num(win.get("mos"), 1, 2),
             num(h.availability, 100, 2), num(h.not_ready, 100, 2),
             num(h.worst_loss, 100, 2), num(h.worst_rtt, 1000),
-            num(h.worst_jitter, 1000), num(h.changes, 1, 0)])
+            num(h.worst_jitter, 1000), num(h.changes, 1, 0)]))
     return "\ufeff" + buffer.getvalue()
 
 
