@@ -143,9 +143,13 @@ class Source(SiteSource, Protocol):
     def config(self) -> Config: ...
 
 
-def _json(payload: object, status: int = 200) -> web.Response:
+def _dumps(payload: object) -> str:
     # ensure_ascii=False: Vietnamese names stay readable in curl and logs.
-    return web.Response(text=json.dumps(payload, ensure_ascii=False), status=status,
+    return json.dumps(payload, ensure_ascii=False)
+
+
+def _json(payload: object, status: int = 200) -> web.Response:
+    return web.Response(text=_dumps(payload), status=status,
                         content_type="application/json", charset="utf-8")
 
 
@@ -176,7 +180,10 @@ class Api:
 
     async def sites(self, request: web.Request) -> web.Response:
         records = await self.records()
-        return _json({**self._envelope(time.time()), "sites": records})
+        payload = {**self._envelope(time.time()), "sites": records}
+        # ~10 MB of JSON at 20,000 sites: encoded beside the probe loop, not on it
+        text = await asyncio.get_running_loop().run_in_executor(None, _dumps, payload)
+        return web.Response(text=text, content_type="application/json", charset="utf-8")
 
     async def site(self, request: web.Request) -> web.Response:
         site_id = request.match_info["site_id"]
