@@ -57,7 +57,8 @@ class Row:
     rtt_median_ms: float | None = None
     rtt_p99_ms: float | None = None
     rtt_max_ms: float | None = None
-    # True when rtt_p99_ms is the upper bound of a histogram bucket, not a measured value
+    # True when the figure is the upper bound of a histogram bucket, not a measured value
+    rtt_median_is_bound: bool = False
     rtt_p99_is_bound: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -223,7 +224,8 @@ def table(rows: list[Row], title: str) -> str:
               "RTT med ms", "RTT p99 ms")
     lines = [[r.tool, r.status, fmt(r.cpu_per_1k, 4), fmt(cpu_ratio(r, rows), 2),
               fmt(r.cpu_percent), fmt(r.maxrss_mib), fmt(r.rate_percent),
-              fmt(r.received_percent, 2), fmt_rtt(r.rtt_median_ms),
+              fmt(r.received_percent, 2),
+              ("<=" if r.rtt_median_is_bound else "") + fmt_rtt(r.rtt_median_ms),
               ("<=" if r.rtt_p99_is_bound else "") + fmt_rtt(r.rtt_p99_ms)] for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
     out = [f"== {title}"]
