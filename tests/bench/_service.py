@@ -257,7 +257,20 @@ class Scrape:
     seconds: float
     status: int
     size: int  # bytes on the wire (gzipped when the tool compressed)
-    cpu: float | None  # the tool's CPU seconds when it was asked for
+    cpu: float | None  # the tool's CPU seconds when it was asked for…
+    cpu_done: float | None  # …and when the page had arrived
+
+    @property
+    def mid(self) -> float:
+        """When the page's values were probably read: a busy tool may take seconds to
+        answer, and where in that time it read its counters is not known."""
+        return self.at + self.seconds / 2
+
+    @property
+    def cpu_mid(self) -> float | None:
+        if self.cpu is None or self.cpu_done is None:
+            return None
+        return (self.cpu + self.cpu_done) / 2
 
 
 @dataclass
@@ -290,7 +303,8 @@ class Scraper:
             at = time.monotonic()
             cpu = self.service.cpu()
             response = self.service.get("/metrics", gzip_ok=True)
-            scrape = Scrape(at, response.seconds, response.status, len(response.body), cpu)
+            scrape = Scrape(at, response.seconds, response.status, len(response.body), cpu,
+                            self.service.cpu())
             self.scrapes.append(scrape)
             if response.status == 200:
                 self.first = self.first or (scrape, response)

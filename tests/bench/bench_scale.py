@@ -29,10 +29,13 @@ every target once per second for ``--seconds``, one tool after another:
 
 How the columns are measured:
 
-- Daemons (vcmon, smokeping): over the window from the first to the last scrape after
-  start-up (vcmon: ``/-/ready`` answers 200, i.e. every site has had its first probe;
-  smokeping: ``/metrics`` answers, which it serves after starting every pinger), CPU from
-  ``/proc/PID/stat`` at each end, probes from the counters of the two pages: vcmon's
+- Daemons (vcmon, smokeping): scraping starts once the daemon is up (vcmon:
+  ``/-/ready`` answers 200, i.e. every site has had its first probe; smokeping:
+  ``/metrics`` answers, which it serves after starting every pinger). The window runs
+  from the middle of the first scrape to the middle of the last (a busy daemon takes
+  seconds to answer, and where in that time it read its counters is not known; the
+  notes give ``window_s``, the shortest and longest the window can have been). CPU:
+  ``/proc/PID/stat`` at the same points; probes: the counters of the two pages, vcmon's
   ``vcmon_probe_packets_sent_total`` (resolved probes) and ``…_received_total``,
   smokeping's ``smokeping_requests_total`` and ``smokeping_response_duration_seconds_count``.
   fping: its whole run (it starts in milliseconds), as in ``bench_engine.py``.
@@ -132,9 +135,12 @@ def window_row(tool: str, targets: int, service: Service, scraper: Scraper) -> R
         return None
     (first, _), (last, _) = scraper.first, scraper.last
     row = Row(tool=tool, targets=targets, status="ok")
-    row.window = row.wall = last.at - first.at
-    row.cpu = (last.cpu or 0.0) - (first.cpu or 0.0)
+    row.window = row.wall = last.mid - first.mid
+    row.cpu = (last.cpu_mid or 0.0) - (first.cpu_mid or 0.0)
     row.maxrss_mib = (service.hwm_kib() or 0) / 1024
+    # The counters were read somewhere inside each of the two scrapes.
+    row.notes["window_s"] = [round(last.at - first.at - first.seconds, 1),
+                             round(last.at + last.seconds - first.at, 1)]
     return row
 
 
@@ -331,8 +337,10 @@ def _s(value: float | None) -> str:
 
 
 def _bound(buckets: dict[float, float], q: float = 0.99) -> str:
-    _, bound = bucket_quantile(buckets, q)
-    return "-" if bound is None else f"<={bound:g}"
+    above, bound = bucket_quantile(buckets, q)
+    if bound is None:
+        return "-" if above is None else f">{above:g}"  # in the +Inf bucket
+    return f"<={bound:g}"
 
 
 def _max_bucket(buckets: dict[float, float]) -> str:
@@ -390,7 +398,7 @@ def main() -> int:
         target_file = work / "targets"
         target_file.write_text("\n".join(addresses) + "\n")
         for tool in args.tools:
-            time.sleep(1.0)  # let the previous tool's packets and load settle
+            time.sleep(5.0)  # let the previous tool's packets, exit and load settle
             load = os.getloadavg()[0]
             row, lines = run_tool(tool, args, addresses, ns, work, target_file)
             row.notes["loadavg_before"] = round(load, 2)
