@@ -98,6 +98,10 @@ TOOLS = ("vcmon", "vcmon-raw", "fping", "smokeping-udp", "smokeping-raw")
 SMOKEPING = "prometheus-smokeping-prober"
 START_WITHIN = 120.0  # seconds a daemon may take to become ready
 SMOKEPING_SPARE_FILES = 256
+VCMON_FAMILIES = ("vcmon_probe_packets_sent", "vcmon_probe_packets_received",
+                  "vcmon_scheduler_sends", "vcmon_site_rtt_seconds", "vcmon_probe_rtt_seconds",
+                  "vcmon_scheduler_skipped_cycles", "vcmon_scheduler_lag_seconds",
+                  "vcmon_metrics_render_seconds")
 
 
 def vcmon_binary() -> str:
@@ -198,7 +202,7 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
     hwm_after = service.hwm_kib()
     stopped = service.stop()
     assert scraper.first is not None and scraper.last is not None
-    first, last = Exposition(scraper.first[1]), Exposition(scraper.last[1])
+    first, last = (Exposition(page, VCMON_FAMILIES) for _, page in (scraper.first, scraper.last))
 
     def delta(name: str) -> float:
         return last.total(name) - first.total(name)
@@ -218,8 +222,9 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
                      per_site_median_p99_ms=_ms(_quantile(medians, 0.99)),
                      skipped_cycles=delta("vcmon_scheduler_skipped_cycles_total"),
                      **scrape_notes(scraper))
+    reloaded = Exposition(after, VCMON_FAMILIES) if after.status == 200 else None
     details = vcmon_details(row, first, last, scraper, healthy, ready, (unchanged, renamed),
-                            Exposition(after) if after.status == 200 else None, stopped)
+                            reloaded, stopped)
     details.append(f"  peak RSS after the reloads {(hwm_after or 0) / 1024:.0f} MiB; "
                    f"whole life: {stopped.cpu:.1f} CPU-s")
     return row, details
@@ -241,7 +246,7 @@ def vcmon_details(row: Row, first: Exposition, last: Exposition, scraper: Scrape
         f"  start-up: /-/healthy after {_s(healthy)} s, /-/ready (first cycle done) after "
         f"{_s(ready)} s",
         f"  /metrics: {len(wall)} scrapes, wall median {_s(_quantile(wall, 0.5))} s, max "
-        f"{_s(wall[-1] if wall else None)} s; page {len(last.text) / 1e6:.1f} MB, "
+        f"{_s(wall[-1] if wall else None)} s; page {last.size / 1e6:.1f} MB, "
         f"{scraper.scrapes[-1].size / 1e6:.1f} MB gzipped; render (vcmon_metrics_render_seconds)"
         f" mean {_s(render_sum / render_count if render_count else None)} s, p99 "
         f"{_bound(render)} s over {render_count:.0f} renders",
@@ -294,8 +299,9 @@ def run_smokeping(args: argparse.Namespace, addresses: list[str], ns: NetNamespa
     if row is None:
         return failed_row(tool, len(addresses), "no scrape", service)
     assert scraper.first is not None and scraper.last is not None
-    first, last = Exposition(scraper.first[1]), Exposition(scraper.last[1])
     name = "smokeping_response_duration_seconds"
+    families = ("smokeping_requests", name)
+    first, last = (Exposition(page, families) for _, page in (scraper.first, scraper.last))
 
     def delta(metric: str) -> float:
         return last.total(metric) - first.total(metric)
