@@ -290,12 +290,15 @@ class Soak:
 
     def take_sample(self, t0: float) -> None:
         taken = sample(self.service, t0, self.events, self.restarts)
-        if taken is not None:
-            self.samples.append(taken)
-            if self.args.progress:
-                print(f"  t={taken.t:6.0f} s  RSS {taken.rss_kib / 1024:6.1f} MiB  fds "
-                      f"{taken.fds}  changes {taken.changes:.0f}  received {taken.received}",
-                      flush=True)
+        if taken is None:
+            return
+        before = self.samples[-1] if self.samples else None
+        self.samples.append(taken)
+        if self.args.progress and before is not None and taken.t > before.t:
+            cpu = (taken.cpu_s - before.cpu_s) / (taken.t - before.t) * 100
+            print(f"  t={taken.t:6.0f} s  RSS {taken.rss_kib / 1024:6.1f} MiB  fds {taken.fds}"
+                  f"  CPU {cpu:5.1f} %  changes {taken.changes:.0f}  received {taken.received}"
+                  f"  queue {taken.queue:.0f}", flush=True)
 
     def drain(self, t0: float) -> float:
         """Wait until the daemon's queue is empty and the subscriber has every change
