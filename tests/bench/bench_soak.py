@@ -91,6 +91,7 @@ FAMILIES = ("vcmon_site_state_changes", "vcmon_mqtt_published", "vcmon_mqtt_drop
             "vcmon_scheduler_skipped_cycles", "vcmon_scheduler_lag_seconds")
 FLAP_PERIODS = (30.0, 40.0, 60.0, 90.0, 120.0)  # s; down in the second half of each
 START_WITHIN = 120.0
+SAMPLE_TIMEOUT = 20.0  # s for a page of /metrics; a sample without one counts as unanswered
 
 
 class EventLog:
@@ -198,7 +199,7 @@ class Sample:
 
 def sample(service: Service, t0: float, events: EventLog, restarts: int) -> Sample | None:
     rss, fds, cpu = service.rss_kib(), service.open_fds(), service.cpu()
-    page = service.get("/metrics", gzip_ok=True)
+    page = service.get("/metrics", gzip_ok=True, timeout=SAMPLE_TIMEOUT)
     if page.status != 200 or rss is None or fds is None or cpu is None:
         return None
     metrics = Exposition(page, FAMILIES)
@@ -231,6 +232,7 @@ class Soak:
     reloads: list[tuple[str, float, int]] = field(default_factory=list)  # how, s, status
     restarts: int = 0
     broker_down_s: list[float] = field(default_factory=list)
+    unanswered: list[float] = field(default_factory=list)  # s since t0 of failed samples
 
     def reload(self) -> None:
         n = len(self.reloads) + 1
@@ -291,6 +293,9 @@ class Soak:
     def take_sample(self, t0: float) -> None:
         taken = sample(self.service, t0, self.events, self.restarts)
         if taken is None:
+            self.unanswered.append(time.monotonic() - t0)
+            if self.args.progress:
+                print(f"  t={self.unanswered[-1]:6.0f} s  /metrics unanswered", flush=True)
             return
         before = self.samples[-1] if self.samples else None
         self.samples.append(taken)
@@ -371,13 +376,17 @@ def summary(soak: Soak, warmup_s: float, drained_s: float) -> list[str]:
         f"duplicates), {lost} seq never received"
         + (f": {json.dumps({r: m[:20] for r, m in missing.items() if m})}" if lost else "")
         + f"; drained {drained_s:.1f} s after the last minute",
+        f"/metrics: {len(samples)} samples answered, {len(soak.unanswered)} not within "
+        f"{SAMPLE_TIMEOUT:g} s" + (f" (at t = {', '.join(f'{t:.0f}' for t in soak.unanswered)}"
+                                   " s)" if soak.unanswered else ""),
     ]
     complete = (final.dropped == 0 and lost == 0 and final.received == final.changes
                 and len(missing) == 1)
     lines.append("verdict: " + ("no lost state-change events" if complete else
                                 "EVENTS LOST OR UNACCOUNTED (see above)")
                  + f"; RSS growth after warm-up {(rss1 - rss0) / rss0 * 100:+.2f} % (target "
-                 f"< 2 %); fd growth {fd1 - fd0:+.0f}")
+                 f"< 2 %); fd growth {fd1 - fd0:+.0f}; /metrics unanswered "
+                 f"{len(soak.unanswered)} times")
     if args.minutes * 60 < 3 * 5 * 60:
         lines.append(f"note: a {args.minutes:g}-min run; the warm-up was shortened to a third")
     return lines
