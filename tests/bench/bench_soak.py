@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import random
 import shutil
@@ -318,13 +319,17 @@ class Soak:
         return time.monotonic() - started
 
 
-def per_minute(samples: list[Sample]) -> list[str]:
+def per_minute(samples: list[Sample], minutes: float) -> list[str]:
+    """One line per minute: the last sample in it; samples after the end (the final one,
+    those of the drain) count in the last minute."""
+    last_minute = math.ceil(minutes)
     lines = [f"{'min':>4} {'RSS MiB':>8} {'fds':>4} {'CPU %':>6} {'changes':>8} "
              f"{'received':>8} {'dropped':>7} {'queue':>5} {'broker':>6} {'reloads':>7} "
              f"{'skipped':>7} {'lag p99 s':>9} {'scrape s':>8}"]
     previous = samples[0]
-    for minute in range(int(samples[-1].t // 60) + 1):
-        inside = [s for s in samples if minute * 60 < s.t <= (minute + 1) * 60]
+    for minute in range(last_minute):
+        inside = [s for s in samples[1:]
+                  if min(last_minute, max(1, math.ceil(s.t / 60 - 1e-3))) == minute + 1]
         if not inside:
             continue
         last = inside[-1]
@@ -495,7 +500,7 @@ def main() -> int:
         drained = soak.drain(t0)
         if not soak.samples:
             raise SystemExit("no sample: /metrics never answered")
-        print("\n".join(per_minute(soak.samples)))
+        print("\n".join(per_minute(soak.samples, args.minutes)))
         print("\n".join(summary(soak, warmup_s, drained)))
         if args.csv:
             with open(args.csv, "w", newline="") as out:
