@@ -12,6 +12,7 @@ sudo_cmd=()
 # systemd for systemd-analyze (the unit's checks), util-linux for setpriv.
 packages=(prometheus prometheus-alertmanager mosquitto fping iproute2 libcap2-bin systemd
           util-linux chromium chromium-driver)
+packages+=(prometheus-smokeping-prober)  # tests/bench/bench_scale.py compares vcmon with it
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
