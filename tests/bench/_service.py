@@ -44,6 +44,11 @@ def private_network(prefix: str) -> Iterator[NetNamespace]:
         yield ns
 
 
+def require_root(script: str, why: str) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit(f"{script} needs root ({why})")
+
+
 def ping_sockets(ns: NetNamespace, allowed: bool) -> None:
     """Let every group open unprivileged ICMP sockets in ``ns`` (Debian 12's default with
     systemd), or nobody (the kernel's default: raw sockets only)."""

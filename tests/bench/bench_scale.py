@@ -88,6 +88,7 @@ from _service import (
     open_files_limit,
     ping_sockets,
     private_network,
+    require_root,
 )
 from _tools import Row, fmt, machine, run_fping, table
 
@@ -382,9 +383,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if os.geteuid() != 0:
-        print("bench_scale.py needs root (a network namespace, raw sockets)", file=sys.stderr)
-        return 2
+    require_root("bench_scale.py", "a network namespace, raw sockets")
     if any(t.startswith("smokeping") for t in args.tools) and not shutil.which(SMOKEPING):
         print(f"{SMOKEPING} not found: apt-get install prometheus-smokeping-prober",
               file=sys.stderr)

@@ -73,6 +73,7 @@ from _service import (
     bucket_quantile,
     ping_sockets,
     private_network,
+    require_root,
 )
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -442,9 +443,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if os.geteuid() != 0:
-        print("bench_soak.py needs root (network namespaces, the lab)", file=sys.stderr)
-        return 2
+    require_root("bench_soak.py", "network namespaces, the lab")
     if not shutil.which(MOSQUITTO) and not Path(MOSQUITTO).exists():
         print("mosquitto not found: apt-get install mosquitto", file=sys.stderr)
         return 2
