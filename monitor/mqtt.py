@@ -21,6 +21,7 @@ from aiomqtt import Client, MqttCodeError, MqttError, Will
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from monitor._mqtt_client import SafeClient
 from monitor._mqtt_messages import (
     Topics,
     event_payload,
@@ -147,7 +148,7 @@ class MqttPublisher:
 
     def _client(self) -> Client:
         s = self.settings
-        return Client(
+        return SafeClient(
             s.host, s.broker_port, identifier=s.identifier, username=s.username,
             password=s.password(), keepalive=round(s.keepalive),
             # A crash or a cut link leaves "offline" behind; a clean stop publishes it.
