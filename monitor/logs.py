@@ -32,12 +32,25 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     else:
         # Vietnamese site names stay readable in journald instead of \u escapes.
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    common: list[structlog.typing.Processor] = [
+        redact_secrets,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    # Libraries log through the standard library (paho: "failed to receive on socket",
+    # aiohttp, asyncio): their lines come out in the same format, not as bare text in
+    # the middle of the JSON stream.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *common],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.getLevelNamesMapping()[level.upper()])
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            redact_secrets,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *common,
             structlog.processors.format_exc_info,
             renderer,
         ],
