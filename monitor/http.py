@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import socket
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import hdrs, web
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from monitor._forkrender import RenderFailed, pack, render_in_child
 from monitor.api import register_routes
-from monitor.metrics import render_chunks
+from monitor.metrics import site_chunks
 from monitor.webconfig import WebUsers
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class HttpServer:
     def __init__(self, daemon: Daemon) -> None:
         self._daemon = daemon
         self._runner: web.AppRunner | None = None
+        self._rendering = asyncio.Lock()
         # One thread for bcrypt: a flood of wrong passwords takes one core, never the
         # event loop, and remembered logins do not queue behind it.
         self._bcrypt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vcmon-bcrypt")
@@ -137,28 +139,26 @@ class HttpServer:
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
-        loop = asyncio.get_running_loop()
-        # Rendering and compressing take long at scale: a worker thread, not the loop.
-        body = await loop.run_in_executor(None, self._render, gzipped)
+        daemon = self._daemon
+        started = time.perf_counter()
+        async with self._rendering:  # one render at a time, however many scrapers
+            # The daemon-wide metrics here (their collectors take locks); the sites'
+            # thousands of series in a forked child, off the probe loop's GIL.
+            tail = generate_latest(daemon.registry)
+            try:
+                body = await render_in_child(
+                    lambda: itertools.chain(site_chunks(daemon), [tail]), gzipped)
+            except RenderFailed as exc:
+                log.warning("metrics_render_fallback", problem=str(exc),
+                            hint="rendered in a thread instead")
+                loop = asyncio.get_running_loop()
+                body = await loop.run_in_executor(None, pack, itertools.chain(
+                    site_chunks(daemon), [tail]), gzipped)
+        daemon.metrics.render_duration.observe(time.perf_counter() - started)
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
         if gzipped:
             headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, headers=headers)
-
-    def _render(self, gzipped: bool) -> bytes:
-        started = time.perf_counter()
-        daemon = self._daemon
-        chunks = render_chunks(daemon, daemon.registry)
-        if gzipped:
-            # At 20,000 sites the page is ~100 MB of text: compressed a piece at a
-            # time it is never whole in memory. Level 1 compresses it ~15x at a
-            # fraction of the default level's time.
-            packer = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-            body = b"".join([*map(packer.compress, chunks), packer.flush()])
-        else:
-            body = b"".join(chunks)
-        daemon.metrics.render_duration.observe(time.perf_counter() - started)
-        return body
 
     async def healthy(self, request: web.Request) -> web.Response:
         return web.Response(text="vcmon is healthy.\n")
