@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import os
 import pickle
 import resource
@@ -90,8 +91,14 @@ def prepare_fallback() -> None:
 
 
 def main(path: str) -> int:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-    resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
+    for limit, value in ((resource.RLIMIT_AS, MEMORY_LIMIT), (resource.RLIMIT_CPU, CPU_SECONDS)):
+        soft, hard = resource.getrlimit(limit)
+        if soft != resource.RLIM_INFINITY and soft <= value:
+            continue  # already as tight
+        # the shipped systemd unit forbids setrlimit (SystemCallFilter=~@resources);
+        # its MemoryMax= bounds the child there
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(limit, (value, hard))
     # a Config, or the list of problems (an exception's pickle would lose them)
     result: Config | list[Problem]
     try:

@@ -74,3 +74,23 @@ async def test_an_interpreter_that_cannot_start_reads_in_process(
     assert (await load_config_isolated_async(str(path))).site("tinh").address == "127.0.0.10"
     with pytest.raises(ConfigError):
         await load_config_isolated_async(str(DATA / "invalid-bad-address.yml"))
+
+
+def test_the_child_reads_where_setrlimit_is_forbidden(
+        monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes],
+        tmp_path: Path) -> None:
+    """Under the shipped systemd unit (SystemCallFilter=~@resources) setrlimit fails
+    with EPERM: the child must read the inventory all the same."""
+    import pickle
+    import resource
+
+    def forbidden(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(resource, "setrlimit", forbidden)
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (resource.RLIM_INFINITY,) * 2)
+    path = tmp_path / "sites.yaml"
+    path.write_text("sites:\n  - {id: tinh, name: Tỉnh, tier: province, address: 127.0.0.10}\n")
+    assert _isolated.main(str(path)) == 0
+    config = pickle.loads(capsysbinary.readouterr().out)
+    assert config.site("tinh").address == "127.0.0.10"
