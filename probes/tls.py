@@ -11,8 +11,6 @@ import asyncio
 import ssl
 import time
 
-from cryptography import x509
-
 from probes._result import Outcome, ProbeResult
 from probes._service import PORT_NAMES, Attempt, Port, ServiceSpec, client_context, connect
 
@@ -76,6 +74,9 @@ async def _unverified(attempt: Attempt, address: str, spec: TlsSpec, timeout: fl
     except (OSError, TimeoutError):
         der, handshake = None, None
     if der:
+        # here, not at the top: ~10 MB of memory that only a rejected certificate needs
+        from cryptography import x509
+
         cert = x509.load_der_x509_certificate(der)
         values["cert_not_after"] = cert.not_valid_after_utc.timestamp()
     if handshake is not None:
