@@ -56,13 +56,16 @@ def ping_sockets(ns: NetNamespace, allowed: bool) -> None:
 
 
 def proc_stat_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a running process so far (None once it is gone)."""
+    """User + system CPU seconds of a running process so far, with those of the children
+    it has waited for: vcmon renders /metrics and reads inventories in child processes,
+    whose work is its own (None once it is gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime: fields 14, 15
+    # utime, stime, cutime, cstime: fields 14 to 17
+    return sum(int(value) for value in fields[11:15]) / _CLK_TCK
 
 
 def proc_status_kib(pid: int, key: str) -> int | None:
