@@ -21,6 +21,7 @@ import contextlib
 import gc
 import os
 import signal
+import warnings
 import zlib
 from collections.abc import Callable, Iterable
 
@@ -67,7 +68,11 @@ async def render_in_child(produce: Callable[[], Iterable[bytes]], gzipped: bool,
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe()
     try:
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that a forked child of a threaded process may meet a
+            # lock another thread held: this child takes none (see above)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
     except OSError as exc:
         os.close(read_fd)
         os.close(write_fd)
