@@ -66,6 +66,7 @@ from _common import assert_loopback, percentile, target_addresses
 from probes import ProbeResult
 from probes._icmp_packet import checksum
 from probes.icmp import IcmpEngine, Mode
+from tests.bench._service import require_root
 from tests.netns import NetNamespace
 
 HOST, FLOODER = "198.51.100.1", "198.51.100.2"
@@ -335,8 +336,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="before and flood phases")
     parser.add_argument("--modes", nargs="+", choices=("raw", "dgram"), default=["raw", "dgram"])
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("needs root: it makes network namespaces")
+    require_root("bench_flood.py", "network namespaces, raw sockets")
     print(f"machine: nproc {os.cpu_count()}, loadavg {os.getloadavg()[0]:.2f}")
     for mode in args.modes:
         run_mode(mode, args)

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import ipaddress
 import math
-import os
 import resource
 import statistics
 import sys
@@ -40,6 +39,7 @@ from monitor.lab import control
 from monitor.lab.netlab import Lab
 from monitor.lab.profiles import Profile
 from monitor.lab.sites import synthetic_inventory
+from tests.bench._service import require_root
 from tests.lab._harness import Measured, inventory, loopback_sites, measure
 
 LAB = Lab(name="vcmon-bench", network=ipaddress.IPv4Network("198.19.0.0/17"))
@@ -118,9 +118,7 @@ def main() -> int:
                         help="lab sites' probe interval in s (0.25: 240 probes a minute)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench_lab.py needs root (network namespaces, raw sockets)", file=sys.stderr)
-        return 2
+    require_root("bench_lab.py", "network namespaces, raw sockets")
     control.down(LAB)  # a previous run that was killed
     started = control.up(LAB, synthetic_inventory(args.sites), "conference-day", seed=args.seed)
     try:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 import random
 import shutil
 import statistics
@@ -54,6 +53,7 @@ from monitor.health import HealthTracker
 from monitor.lab import control, netlab
 from monitor.lab.netlab import Lab
 from monitor.lab.profiles import Profile
+from tests.bench._service import require_root
 from tests.deploy.conftest import ALERTMANAGER_CONFIG, PROMETHEUS_DIR
 from tests.deploy.paging import Json, PagingPath, Webhook, go_timestamp, until
 
@@ -154,9 +154,7 @@ def main() -> int:
                         help="province hall failures (1)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench_paging.py needs root (network namespaces, raw sockets)", file=sys.stderr)
-        return 2
+    require_root("bench_paging.py", "network namespaces, raw sockets")
     for binary in ("prometheus", "prometheus-alertmanager"):
         if shutil.which(binary) is None:
             print(f"{binary} not found: install Debian's {binary}", file=sys.stderr)
