@@ -7,7 +7,7 @@ import base64
 import itertools
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -145,15 +145,17 @@ class HttpServer:
             # The daemon-wide metrics here (their collectors take locks); the sites'
             # thousands of series in a forked child, off the probe loop's GIL.
             tail = generate_latest(daemon.registry)
+
+            def page() -> Iterator[bytes]:
+                return itertools.chain(site_chunks(daemon), [tail])
+
             try:
-                body = await render_in_child(
-                    lambda: itertools.chain(site_chunks(daemon), [tail]), gzipped)
+                body = await render_in_child(page, gzipped)
             except RenderFailed as exc:
                 log.warning("metrics_render_fallback", problem=str(exc),
                             hint="rendered in a thread instead")
                 loop = asyncio.get_running_loop()
-                body = await loop.run_in_executor(None, pack, itertools.chain(
-                    site_chunks(daemon), [tail]), gzipped)
+                body = await loop.run_in_executor(None, pack, page(), gzipped)
         daemon.metrics.render_duration.observe(time.perf_counter() - started)
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
         if gzipped:

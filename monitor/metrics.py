@@ -119,15 +119,9 @@ def site_chunks(source: StateSource) -> Iterator[bytes]:
     yield render_services(source.health.services, now).encode()
 
 
-def render_chunks(source: StateSource, registry: CollectorRegistry) -> Iterator[bytes]:
-    """The whole /metrics page in pieces."""
-    yield from site_chunks(source)
-    yield generate_latest(registry)
-
-
 def render(source: StateSource, registry: CollectorRegistry) -> bytes:
     """The whole /metrics page at once."""
-    return b"".join(render_chunks(source, registry))
+    return b"".join([*site_chunks(source), generate_latest(registry)])
 
 
 class DaemonMetrics:

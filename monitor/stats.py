@@ -157,15 +157,11 @@ class SiteWindow:
         """The window's samples sent at or after ``since``, in send order."""
         self._prune(now)
         data = self._data
-        start = _first_at(data, max(now - self.length, since))
-        return [(data[i], None if data[i + 1] != data[i + 1] else data[i + 1])
-                for i in range(start, len(data), 2)]
+        return _pairs(data, _first_at(data, max(now - self.length, since)))
 
     def snapshot(self) -> list[Sample]:
         """A copy of the samples as they are, safe to take from another thread."""
-        data = self._data[:]
-        return [(data[i], None if data[i + 1] != data[i + 1] else data[i + 1])
-                for i in range(0, len(data), 2)]
+        return _pairs(self._data[:], 0)
 
     def stats(self, now: float, since: float = 0.0) -> WindowStats:
         """The window's statistics (from the event loop: drops what is too old)."""
@@ -190,6 +186,12 @@ def _first_at(data: array[float], start: float) -> int:
         else:
             hi = mid
     return 2 * lo
+
+
+def _pairs(data: array[float], first: int) -> list[Sample]:
+    """The (sent_at, rtt) samples from index ``first`` on; NaN (no reply) becomes None."""
+    return [(data[i], None if data[i + 1] != data[i + 1] else data[i + 1])
+            for i in range(first, len(data), 2)]
 
 
 def _stats(data: array[float], start: float) -> WindowStats:
