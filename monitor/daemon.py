@@ -128,7 +128,8 @@ class Daemon:
         # kept: nothing else may run before (a thread would keep root's capabilities).
         targets = await self.targets(self.config)
         await self.http.start(self.listen)
-        prepare_fallback()
+        if self.config.user is not None:  # about to switch user: see prepare_fallback
+            prepare_fallback()
         least_privilege(self.config, [engine.mode for engine in self.engines.values()])
         if self.config.mqtt is not None:
             # Started before the health task, so that the first state changes are queued;
