@@ -6,17 +6,15 @@ import ipaddress
 import re
 
 from monitor._problems import show
+from probes._ip import DOTTED_QUAD, ip_version
 
 # one label of an RFC 1123 hostname; spelled out, because re.I would also match "K" (Kelvin)
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 def _is_ip(text: str, version: int | None = None) -> bool:
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return version is None or address.version == version
+    found = ip_version(text)
+    return found is not None and version in (None, found)
 
 
 def _is_hostname(text: str) -> bool:
@@ -54,6 +52,8 @@ def check_listen(listen: str) -> str:
 
 def address_key(address: str) -> str:
     """The form in which two spellings of one address compare equal."""
+    if DOTTED_QUAD.fullmatch(address):
+        return address
     try:
         return ipaddress.ip_address(address).compressed
     except ValueError:

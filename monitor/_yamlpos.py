@@ -34,6 +34,9 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 # YAML 1.1 reads a plain "=" as the "value" key; PyYAML's merging turns it back into text
 _VALUE_TAG = "tag:yaml.org,2002:value"
 _COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+# the scalars whose resolved tag the composer remembers: up to this long, this many
+_RESOLVED_CHARS = 64
+_RESOLVED_VALUES = 4096
 
 if TYPE_CHECKING:
     # CSafeLoader exists only where PyYAML was built with libyaml
@@ -109,6 +112,7 @@ class _Composer:
         self.written = 0
         self.anchors: dict[str, Node] = {}
         self.resolve: Callable[[type[Node], str | None, Any], str] = loader.resolve
+        self.resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
 
     def document(self) -> tuple[Node | None, int]:
         """The single document's root node (None if the stream is empty), and its node count."""
@@ -127,30 +131,30 @@ class _Composer:
         return root, self.written
 
     def _node(self) -> Node:
-        loader = self.loader
+        get_event = self.loader.get_event
         open_nodes: list[CollectionNode] = []
         # per open mapping, its key that waits for a value
         keys: list[Node | None] = []
         while True:
-            event: Any = loader.get_event()
-            # PyYAML's stubs know only the pure-Python marks, not libyaml's
-            start: Any = event.start_mark
+            event: Any = get_event()
+            # exact types, one test per event: the loop runs for every value of the file
+            kind = type(event)
             node: Node
-            if isinstance(event, AliasEvent):
-                if event.anchor not in self.anchors:
-                    raise yaml.composer.ComposerError(
-                        None, None, f"found undefined alias {event.anchor!r}", start)
-                node = self.anchors[event.anchor]
-            elif isinstance(event, (SequenceEndEvent, MappingEndEvent)):
+            if kind is ScalarEvent:
+                node = self._scalar(event)
+            elif kind is SequenceEndEvent or kind is MappingEndEvent:
                 node = open_nodes.pop()
                 keys.pop()
                 node.end_mark = event.end_mark
+            elif kind is AliasEvent:
+                if event.anchor not in self.anchors:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+                node = self.anchors[event.anchor]
             else:
-                node = self._new(event, len(open_nodes))
-                if isinstance(node, CollectionNode):
-                    open_nodes.append(node)
-                    keys.append(None)
-                    continue
+                open_nodes.append(self._collection(event, len(open_nodes)))
+                keys.append(None)
+                continue
             if not open_nodes:
                 return node
             parent = open_nodes[-1]
@@ -158,7 +162,7 @@ class _Composer:
                 raise self._refuse(parent, (
                     f"more than {_limits.MAX_SITES:,} items are listed here, more than the sites "
                     "one vcmon handles; split the inventory into shards, one vcmon each"))
-            if isinstance(parent, SequenceNode):
+            if type(parent) is SequenceNode:
                 parent.value.append(node)
             elif keys[-1] is None:
                 keys[-1] = node
@@ -166,8 +170,7 @@ class _Composer:
                 parent.value.append((keys[-1], node))
                 keys[-1] = None
 
-    def _new(self, event: Any, depth: int) -> Node:
-        start, end = event.start_mark, event.end_mark
+    def _count(self, event: Any) -> None:
         self.written += 1
         if self.written > _limits.MAX_NODES:
             raise self._refuse(event, (
@@ -177,32 +180,55 @@ class _Composer:
         if event.anchor is not None and event.anchor in self.anchors:
             raise yaml.composer.ComposerError(
                 f"found duplicate anchor {event.anchor!r}; first occurrence",
-                self.anchors[event.anchor].start_mark, "second occurrence", start)
+                self.anchors[event.anchor].start_mark, "second occurrence", event.start_mark)
+
+    def _scalar(self, event: Any) -> ScalarNode:
+        self._count(event)
+        value = event.value
+        if len(value) > _limits.MAX_SCALAR_CHARS:
+            raise self._refuse(event, (
+                f"a value of {len(value):,} characters starts here, longer than the "
+                f"{_limits.MAX_SCALAR_CHARS:,} vcmon accepts; shorten it, or close the "
+                "quote left open"))
+        if not value.isascii() and _has_surrogate(value):
+            raise self._refuse(event, (
+                f"{quote(value[:40])} holds an escape \\uD800 to \\uDFFF, half of a "
+                "UTF-16 surrogate pair and not a character; write the character itself"))
         tag = event.tag
-        node: Node
-        if isinstance(event, ScalarEvent):
-            if len(event.value) > _limits.MAX_SCALAR_CHARS:
-                raise self._refuse(event, (
-                    f"a value of {len(event.value):,} characters starts here, longer than the "
-                    f"{_limits.MAX_SCALAR_CHARS:,} vcmon accepts; shorten it, or close the "
-                    "quote left open"))
-            if not event.value.isascii() and _has_surrogate(event.value):
-                raise self._refuse(event, (
-                    f"{quote(event.value[:40])} holds an escape \\uD800 to \\uDFFF, half of a "
-                    "UTF-16 surrogate pair and not a character; write the character itself"))
-            if tag is None or tag == "!":
-                tag = self.resolve(ScalarNode, event.value, event.implicit)
-            node = ScalarNode(tag, event.value, start, end, style=event.style)
-        else:
-            if depth >= _limits.MAX_DEPTH:
-                raise self._refuse(event, (
-                    f"the document nests more than {_limits.MAX_DEPTH} levels deep here, where "
-                    "an inventory needs about 6; flatten it"))
-            kind = MappingNode if isinstance(event, MappingStartEvent) else SequenceNode
-            assert isinstance(event, (MappingStartEvent, SequenceStartEvent))
-            if tag is None or tag == "!":
-                tag = self.resolve(kind, None, event.implicit)
-            node = kind(tag, [], start, None, flow_style=event.flow_style)
+        if tag is None or tag == "!":
+            tag = self._resolve_scalar(value, event.implicit)
+        node = ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = node
+        return node
+
+    def _resolve_scalar(self, value: str, implicit: tuple[bool, bool]) -> str:
+        # the resolver tries its regular expressions on every value; keys and the like
+        # repeat (id:, name:, tier: commune at each site), so short ones are remembered
+        if len(value) > _RESOLVED_CHARS:
+            return self.resolve(ScalarNode, value, implicit)
+        key = (value, implicit)
+        tag = self.resolved.get(key)
+        if tag is None:
+            tag = self.resolve(ScalarNode, value, implicit)
+            if len(self.resolved) < _RESOLVED_VALUES:
+                self.resolved[key] = tag
+        return tag
+
+    def _collection(self, event: Any, depth: int) -> CollectionNode:
+        self._count(event)
+        if depth >= _limits.MAX_DEPTH:
+            raise self._refuse(event, (
+                f"the document nests more than {_limits.MAX_DEPTH} levels deep here, where "
+                "an inventory needs about 6; flatten it"))
+        kind = MappingNode if type(event) is MappingStartEvent else SequenceNode
+        assert isinstance(event, (MappingStartEvent, SequenceStartEvent))
+        # PyYAML's stubs know only the pure-Python marks, not libyaml's
+        start: Any = event.start_mark
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(kind, None, event.implicit)
+        node = kind(tag, [], start, None, flow_style=event.flow_style)
         if event.anchor is not None:
             self.anchors[event.anchor] = node
         return node

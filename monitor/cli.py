@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
+from monitor._gc import collector_paused
 from monitor._isolated import load_config_isolated
 from monitor.config import Config, ConfigError, default_config, load_config
 from monitor.lab.cli import add_lab_parser
@@ -36,8 +37,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _tune_malloc()
     # a child process parses: the daemon keeps neither its memory nor its pauses
     config = default_config() if args.config is None else load_config_isolated(args.config)
-    asyncio.run(Daemon(config, config_path=args.config, listen=args.listen,
-                       shard=args.shard).serve())
+    with collector_paused():
+        daemon = Daemon(config, config_path=args.config, listen=args.listen, shard=args.shard)
+    asyncio.run(daemon.serve())
     return 0
 
 

@@ -168,7 +168,7 @@ SERVICE_MODELS: dict[str, type[ServiceProbe]] = {
     for name, kind in KINDS.items()
 }
 # importable by name (monitor.config.TcpProbe …), as pickle needs: the daemon gets its
-# inventory from a child process (monitor/_isolated.py)
+# inventory from a forked child (monitor/_isolated.py)
 for _model in SERVICE_MODELS.values():
     _model.__module__ = __name__
     globals()[_model.__name__] = _model
@@ -389,7 +389,8 @@ class Config(BaseModel):
     def _link_sites(cls, sites: list[Site]) -> list[Site]:
         if not sites:
             raise ValueError("no sites are listed; add at least one site under sites:")
-        found = link_problems([dict(site) for site in sites], lambda i: f"sites[{i}]")
+        # vars(): the fields as they are, without a copy of each site's (0.1 s at 20,000)
+        found = link_problems([vars(site) for site in sites], lambda i: f"sites[{i}]")
         if found:
             raise _summary("site_links", found)
         return _with_districts(sites)

@@ -14,6 +14,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
+from monitor._gc import collector_paused
 from monitor._isolated import load_config_isolated_async, prepare_fallback
 from monitor.config import Config, ConfigError, ProbeSettings, default_config
 from monitor.health import HealthTracker, StateChange, Status
@@ -181,12 +182,13 @@ class Daemon:
             log.warning("listen_unchanged", listen=self.listen, requested=config.listen,
                         hint="the listen address changes on restart, not on reload")
         before = set(self.table.sites)
-        # Table first, so that results of new sites have somewhere to go.
-        self.table.reconfigure(config)
-        self.health.reconfigure(config, time.time())
-        self.scheduler.set_targets(await self.targets(config))
-        self.services.scheduler.set_targets(await self.services.targets(config))
-        self.config = config
+        with collector_paused():
+            # Table first, so that results of new sites have somewhere to go.
+            self.table.reconfigure(config)
+            self.health.reconfigure(config, time.time())
+            self.scheduler.set_targets(await self.targets(config))
+            self.services.scheduler.set_targets(await self.services.targets(config))
+            self.config = config
         self.metrics.config_loaded(success=True)
         if self.publisher is not None:
             self.publisher.sites_changed()
@@ -284,7 +286,8 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
-            await self.startup()
+            with collector_paused():
+                await self.startup()
             stop = loop.create_task(self.main_loop())
             first_cycle = loop.create_task(self.scheduler.first_cycle_done.wait())
             await asyncio.wait((stop, first_cycle), return_when=asyncio.FIRST_COMPLETED)

@@ -15,7 +15,7 @@ import structlog
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from monitor._forkrender import RenderFailed, pack, render_in_child
+from monitor._forked import ChildFailed, pack, run_in_child
 from monitor.api import register_routes
 from monitor.metrics import site_chunks
 from monitor.webconfig import WebUsers
@@ -150,8 +150,8 @@ class HttpServer:
                 return itertools.chain(site_chunks(daemon), [tail])
 
             try:
-                body = await render_in_child(page, gzipped)
-            except RenderFailed as exc:
+                body = await run_in_child(lambda: pack(page(), gzipped), "render")
+            except (ChildFailed, OSError) as exc:
                 log.warning("metrics_render_fallback", problem=str(exc),
                             hint="rendered in a thread instead")
                 loop = asyncio.get_running_loop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import heapq
-import ipaddress
 import itertools
 import socket
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from probes import Outcome, ProbeResult
+from probes._ip import ip_version
 
 log = structlog.get_logger("vcmon.scheduler")
 
@@ -39,11 +39,7 @@ def phase_fraction(site_id: str) -> float:
 
 
 def is_ip_literal(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
+    return ip_version(address) is not None
 
 
 @dataclass(eq=False)

@@ -10,7 +10,6 @@ Linux offers two ways to send echo requests:
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import secrets
 import socket
@@ -18,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from struct import Struct
 from typing import Any, Final, Literal
+
+from probes._ip import ip_version
 
 Mode = Literal["auto", "dgram", "raw"]
 
@@ -155,12 +156,11 @@ def socket_address(address: str) -> tuple[bool, tuple[Any, ...], str]:
     so a caller's "0:0::1" or "FE80::1%eth0" still matches. Raises ValueError for
     anything but an IP literal.
     """
-    try:
-        v6 = ipaddress.ip_address(address).version == 6
-    except ValueError:
+    version = ip_version(address)
+    if version is None:
         raise ValueError(
-            f"{address!r} is not an IP address literal; resolve host names before probing"
-        ) from None
+            f"{address!r} is not an IP address literal; resolve host names before probing")
+    v6 = version == 6
     family = socket.AF_INET6 if v6 else socket.AF_INET
     # getaddrinfo turns an IPv6 "%zone" into the scope id the kernel needs.
     info = socket.getaddrinfo(address, None, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)

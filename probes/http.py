@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from typing import TYPE_CHECKING
 
-import aiohttp
-from aiohappyeyeballs import AddrInfoType
 from pydantic import field_validator
 from yarl import URL
 
@@ -25,6 +24,9 @@ from probes._service import (
     host_in_uri,
     mark,
 )
+
+if TYPE_CHECKING:
+    from aiohappyeyeballs import AddrInfoType
 
 
 class HttpSpec(ServiceSpec):
@@ -54,6 +56,10 @@ class HttpSpec(ServiceSpec):
 
 async def probe(target: str, address: str, timeout: float, spec: HttpSpec) -> ProbeResult:  # noqa: ASYNC109 - the probe's own time budget, as every kind takes it
     """GET the URL; RTT is the time to the response's status line and headers."""
+    # imported here: reading an inventory (a child process, at every start and reload)
+    # needs HttpSpec, not the client's 70 ms of imports
+    import aiohttp
+
     attempt = Attempt(target, address)
     url = spec.url_for(address)
 

@@ -1,4 +1,4 @@
-"""/metrics in a forked child: the same bytes, failures reported, a stuck child killed."""
+"""Work in a forked child: the same bytes, failures reported, a stuck child killed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from monitor._forkrender import RenderFailed, pack, render_in_child
+from monitor._forked import ChildFailed, pack, run_in_child
 
 
 def _chunks() -> Iterator[bytes]:
@@ -18,34 +18,34 @@ def _chunks() -> Iterator[bytes]:
 
 
 async def test_the_child_delivers_what_a_thread_would() -> None:
-    plain = await render_in_child(_chunks, gzipped=False)
+    plain = await run_in_child(lambda: pack(_chunks(), gzipped=False), "render")
     assert plain == pack(_chunks(), gzipped=False) and plain.count(b"\n") == 2000
-    packed = await render_in_child(_chunks, gzipped=True)
+    packed = await run_in_child(lambda: pack(_chunks(), gzipped=True), "render")
     assert gzip.decompress(packed) == plain
 
 
 async def test_the_child_sees_the_state_of_the_fork_moment() -> None:
     state = {"pid": os.getpid()}
-    body = await render_in_child(lambda: [f"{state['pid']} {os.getpid()}".encode()], False)
+    body = await run_in_child(lambda: f"{state['pid']} {os.getpid()}".encode(), "render")
     parent, child = map(int, body.split())
     assert parent == os.getpid() and child != parent
 
 
-async def test_a_failing_render_is_reported() -> None:
+async def test_a_failing_child_is_reported() -> None:
     def broken() -> Iterator[bytes]:
         yield b"half a page"
         raise RuntimeError("a bug in a renderer")
 
-    with pytest.raises(RenderFailed, match="status"):
-        await render_in_child(broken, gzipped=True)
+    with pytest.raises(ChildFailed, match=r"the render child failed \(exit code 70\)"):
+        await run_in_child(lambda: pack(broken(), gzipped=True), "render")
 
 
-async def test_a_stuck_render_is_killed() -> None:
-    def stuck() -> Iterator[bytes]:
+async def test_a_stuck_child_is_killed() -> None:
+    def stuck() -> bytes:
         time.sleep(30)
-        yield b""
+        return b""
 
     started = time.monotonic()
-    with pytest.raises(RenderFailed, match="killed"):
-        await render_in_child(stuck, gzipped=False, kill_after=0.5)
+    with pytest.raises(ChildFailed, match=r"the render took over 0\.5 s; killed"):
+        await run_in_child(stuck, "render", kill_after=0.5)
     assert time.monotonic() - started < 5

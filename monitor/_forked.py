@@ -1,12 +1,14 @@
-"""/metrics rendered in a forked child: a snapshot of the state, off the daemon's GIL.
+"""Work done in a forked child of the daemon: /metrics pages, and reading inventories.
 
-At 20,000 sites the page is ~100 MB of text and takes about a second of CPU to
-write and compress. In a worker thread that second is taken from the probe loop
+At 20,000 sites the /metrics page is ~100 MB of text and takes about a second of CPU
+to write and compress. In a worker thread that second is taken from the probe loop
 through the GIL: every socket call of the loop gives the GIL away and waits for it
 again, the replies of 20,000 probes a second back up, and the kernel drops them when
 the socket buffer is full (measured: 3-7 % of loopback replies lost while scraped
 every 5 s). A forked child renders on the other core from a copy-on-write snapshot
-of the state, consistent by construction, and the loop goes on.
+of the state, consistent by construction, and the loop goes on. Reading an inventory
+is the same: a second of pure Python whose ~90 MB of node tree would otherwise stay
+fragmented in the daemon.
 
 The child only reads plain Python objects and writes to a pipe: it takes no lock
 that another thread could hold at the fork (the daemon-wide metrics, whose
@@ -24,14 +26,15 @@ import signal
 import warnings
 import zlib
 from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 # Far above a 20,000-site render (~1 s): a child that takes this long is stuck.
 TIMEOUT = 60.0
 _EXIT_FAILED = 70
 
 
-class RenderFailed(Exception):
-    """The child did not deliver a page (it failed, was killed or could not fork)."""
+class ChildFailed(Exception):
+    """The child delivered nothing: it failed or was killed."""
 
 
 def pack(chunks: Iterable[bytes], gzipped: bool) -> bytes:
@@ -44,10 +47,12 @@ def pack(chunks: Iterable[bytes], gzipped: bool) -> bytes:
     return b"".join([*map(packer.compress, chunks), packer.flush()])
 
 
-def _child(write_fd: int, produce: Callable[[], Iterable[bytes]], gzipped: bool) -> None:
+def _child(write_fd: int, produce: Callable[[], bytes]) -> NoReturn:
     try:
-        gc.disable()  # nothing to collect in a process that lives a second
-        data = memoryview(pack(produce(), gzipped))
+        # nothing to collect in a process that lives a second, and a collection would
+        # walk the whole inherited heap (and copy it, page by page, to write its marks)
+        gc.disable()
+        data = memoryview(produce())
         while data:
             data = data[os.write(write_fd, data):]
     except BaseException:
@@ -62,9 +67,14 @@ def _read_all(read_fd: int) -> bytes:
     return b"".join(parts)
 
 
-async def render_in_child(produce: Callable[[], Iterable[bytes]], gzipped: bool,
-                          kill_after: float = TIMEOUT) -> bytes:
-    """``pack(produce(), gzipped)``, computed in a forked child of this process."""
+async def run_in_child(produce: Callable[[], bytes], what: str,
+                       kill_after: float = TIMEOUT) -> bytes:
+    """``produce()``, computed in a forked child of this process.
+
+    Raises ``OSError`` if the child cannot be forked and ``ChildFailed`` if it fails
+    or takes longer than ``kill_after`` seconds (it is killed then); ``what`` names
+    the work in those messages.
+    """
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe()
     try:
@@ -73,18 +83,18 @@ async def render_in_child(produce: Callable[[], Iterable[bytes]], gzipped: bool,
             # lock another thread held: this child takes none (see above)
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
-    except OSError as exc:
+    except OSError:
         os.close(read_fd)
         os.close(write_fd)
-        raise RenderFailed(f"cannot fork: {exc.strerror}") from None
+        raise
     if pid == 0:  # the child
         os.close(read_fd)
-        _child(write_fd, produce, gzipped)
+        _child(write_fd, produce)
     os.close(write_fd)
     reading = loop.run_in_executor(None, _read_all, read_fd)
     try:
         body = await asyncio.wait_for(asyncio.shield(reading), kill_after)
-    except BaseException as exc:  # a timeout, or the scrape was cancelled
+    except BaseException as exc:  # a timeout, or the caller was cancelled
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
@@ -92,10 +102,13 @@ async def render_in_child(produce: Callable[[], Iterable[bytes]], gzipped: bool,
         await loop.run_in_executor(None, os.waitpid, pid, 0)
         os.close(read_fd)
         if isinstance(exc, TimeoutError):
-            raise RenderFailed(f"the render took over {kill_after:g} s; killed") from None
+            raise ChildFailed(f"the {what} took over {kill_after:g} s; killed") from None
         raise
     _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
     os.close(read_fd)
-    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-        raise RenderFailed(f"the render child ended with status {status}")
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        raise ChildFailed(f"the {what} child was killed by signal {-code}")
+    if code != 0:
+        raise ChildFailed(f"the {what} child failed (exit code {code})")
     return body
