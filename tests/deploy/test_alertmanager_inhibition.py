@@ -188,8 +188,14 @@ def check(am: Alertmanager, webhook: Webhook, posted: list[dict[str, str]],
 
     def listed() -> dict[Key, dict[str, Any]] | None:
         alerts = am.alerts()
-        return alerts if len(alerts) == len(posted) else None
+        if len(alerts) != len(posted):
+            return None
+        # the inhibitor learns of a source alert a moment after the API lists it: wait
+        # for the targets' status to settle (a target never muted fails below)
+        settled = all(alerts[k]["status"]["state"] == "suppressed" for k in inhibited)
+        return alerts if settled or time.monotonic() > give_up else None
 
+    give_up = time.monotonic() + 10
     alerts = until(listed, f"Alertmanager lists the {len(posted)} alerts", am.log)
     for labels in posted:
         alert, k = alerts[key(labels)], key(labels)
