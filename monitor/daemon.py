@@ -60,6 +60,7 @@ class Daemon:
         self.health = HealthTracker(config, time.time())
         self.metrics = DaemonMetrics(self.registry)
         self.engines: dict[tuple[str, int], IcmpEngine] = {}
+        self._sends: dict[tuple[str, int, int], SendFn] = {}
         self.scheduler = Scheduler(self.table.record,
                                    observe_lag=self.metrics.scheduler_lag.observe)
         # tcp, tls, sip, http (and second ICMP) probes: a scheduler of their own
@@ -106,8 +107,13 @@ class Daemon:
             engine = kind(self.table.record, payload_size=settings.payload_size)
             await engine.start()
             self.engines[key] = engine
-        # the site's DSCP; tos= is passed to the engine only when it is not 0
-        return marked(engine.send, settings.dscp << 2)
+        # the site's DSCP; tos= is passed to the engine only when it is not 0. One
+        # function per engine and DSCP, shared by the sites (one each: 3 MB at 20,000)
+        tos = settings.dscp << 2
+        send = self._sends.get((*key, tos))
+        if send is None:
+            send = self._sends[(*key, tos)] = marked(engine.send, tos)
+        return send
 
     async def targets(self, config: Config) -> list[Target]:
         """The sites this instance probes: its shard's and the upstream chain of those."""
@@ -270,6 +276,7 @@ class Daemon:
         for engine in self.engines.values():
             await engine.close()
         self.engines.clear()
+        self._sends.clear()
         if publisher_stopped is not None:
             await publisher_stopped
         log.info("stopped")

@@ -7,9 +7,8 @@ pass, from a worker thread: it only reads the live state through C-level copies
 keeps probing while a scrape is rendered.
 
 Each family is written a thousand sites at a time, so a gzip scrape never holds the
-~100 MB page in memory, and each site's lines of one family come from a single
-``str.format`` of a template shared by every site (the histogram's 20 lines are one
-call), which is what brings 20,000 sites under half a second.
+~100 MB page in memory, and each site's lines of one family come from one call of a
+template shared by every site (the histogram's 20 lines are one compiled f-string).
 """
 
 from __future__ import annotations
@@ -32,17 +31,39 @@ if TYPE_CHECKING:
 _LE = [f'le="{bound!r}"' for bound in RTT_BUCKETS] + ['le="+Inf"']
 _RTT_STATS = ("min", "avg", "max", "median", "p95", "stddev")
 
-# Templates: {0} is the site's label text; the values follow. Literal braces doubled.
-_HIST = "\n".join(
-    [f"vcmon_probe_rtt_seconds_bucket{{{{{{0}},{le}}}}} {{{k}}}" for k, le in enumerate(_LE, 1)]
-    + [f"vcmon_probe_rtt_seconds_sum{{{{{{0}}}}}} {{{len(_LE) + 1}!r}}",
-       f"vcmon_probe_rtt_seconds_count{{{{{{0}}}}}} {{{len(_LE)}}}"])
-_RTT = "\n".join(f'vcmon_site_rtt_seconds{{{{{{0}},stat="{stat}"}}}} {{{k}!r}}'
-                 for k, stat in enumerate(_RTT_STATS, 1))
-_STATUS = {status: "\n".join(f'vcmon_site_status{{{{{{0}},status="{each.value}"}}}} '
-                             f"{1 if each is status else 0}" for each in Status)
-           for status in Status}
-_EXCEEDED: dict[tuple[str, ...], str] = {}
+
+
+def _compiled(params: list[str], lines: list[str]) -> Callable[..., str]:
+    """A function of ``params`` that returns the f-string of ``lines``, joined.
+
+    ``str.format`` parses its template again at every call; a compiled f-string does
+    not (the histogram's 20 lines: 4.0 µs a site with format, 2.3 µs compiled). The
+    source is made here from constants only.
+    """
+    source = f"def write({', '.join(params)}):\n    return f{chr(10).join(lines)!r}\n"
+    namespace: dict[str, Callable[..., str]] = {}
+    exec(source, namespace)
+    return namespace["write"]
+
+
+# Each writes one site's lines of a family: ``labels`` is the site's label text, the
+# values follow. Literal braces doubled.
+_COUNTS = [f"c{k}" for k in range(len(_LE))]
+_hist_lines = _compiled(
+    ["labels", *_COUNTS, "total"],
+    [f"vcmon_probe_rtt_seconds_bucket{{{{{{labels}},{le}}}}} {{{c}}}"
+     for c, le in zip(_COUNTS, _LE, strict=True)]
+    + ["vcmon_probe_rtt_seconds_sum{{{labels}}} {total!r}",
+       f"vcmon_probe_rtt_seconds_count{{{{{{labels}}}}}} {{{_COUNTS[-1]}}}"])
+_rtt_lines = _compiled(
+    ["labels", *_RTT_STATS],
+    [f'vcmon_site_rtt_seconds{{{{{{labels}},stat="{stat}"}}}} {{{stat}!r}}'
+     for stat in _RTT_STATS])
+_status_lines = {
+    status: _compiled(["labels"], [f'vcmon_site_status{{{{{{labels}},status="{each.value}"}}}} '
+                                   f"{1 if each is status else 0}" for each in Status])
+    for status in Status}
+_EXCEEDED: dict[tuple[str, ...], Callable[[str], str]] = {}
 
 _CHUNK = 1000
 
@@ -75,13 +96,13 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _exceeded(crossed: tuple[str, ...]) -> str:
-    template = _EXCEEDED.get(crossed)
-    if template is None:
-        template = _EXCEEDED[crossed] = "\n".join(
-            f'vcmon_site_threshold_exceeded{{{{{{0}},threshold="{name}"}}}} '
-            f"{1 if name in crossed else 0}" for name in THRESHOLD_NAMES)
-    return template
+def _exceeded(crossed: tuple[str, ...]) -> Callable[[str], str]:
+    lines = _EXCEEDED.get(crossed)
+    if lines is None:
+        lines = _EXCEEDED[crossed] = _compiled(["labels"], [
+            f'vcmon_site_threshold_exceeded{{{{{{labels}},threshold="{name}"}}}} '
+            f"{1 if name in crossed else 0}" for name in THRESHOLD_NAMES])
+    return lines
 
 
 Row = tuple["SiteState", "WindowStats", "SiteHealth | None"]
@@ -113,18 +134,19 @@ def _errors(rows: list[Row]) -> list[str]:
 
 
 def _histogram(rows: list[Row]) -> list[str]:
-    return [_HIST.format(state.labels, *accumulate(tuple(state.bucket_counts)), state.rtt_sum)
+    return [_hist_lines(state.labels, *accumulate(tuple(state.bucket_counts)), state.rtt_sum)
             for state, _, _ in rows]
 
 
 def _rtt(rows: list[Row]) -> list[str]:
-    return [_RTT.format(state.labels, s.rtt_min, s.rtt_avg, s.rtt_max, s.rtt_median, s.rtt_p95,
-                        s.rtt_stddev) for state, s, _ in rows if s.rtt_min is not None]
+    return [_rtt_lines(state.labels, s.rtt_min, s.rtt_avg, s.rtt_max, s.rtt_median, s.rtt_p95,
+                 s.rtt_stddev) for state, s, _ in rows if s.rtt_min is not None]
 
 
 def _window_value(name: str, value: Callable[[WindowStats], float | None]) -> Family:
+    # repr: these are always finite floats (or None, not written)
     def lines(rows: list[Row]) -> list[str]:
-        return [f"{name}{{{state.labels}}} {_num(v)}"
+        return [f"{name}{{{state.labels}}} {v!r}"
                 for state, s, _ in rows if (v := value(s)) is not None]
     return lines
 
@@ -134,11 +156,11 @@ def _window_packets(rows: list[Row]) -> list[str]:
 
 
 def _status(rows: list[Row]) -> list[str]:
-    return [_STATUS[h.status].format(state.labels) for state, _, h in rows if h is not None]
+    return [_status_lines[h.status](state.labels) for state, _, h in rows if h is not None]
 
 
 def _threshold_exceeded(rows: list[Row]) -> list[str]:
-    return [_exceeded(h.exceeded).format(state.labels) for state, _, h in rows if h is not None]
+    return [_exceeded(h.exceeded)(state.labels) for state, _, h in rows if h is not None]
 
 
 def _upstream_down(rows: list[Row]) -> list[str]:

@@ -42,7 +42,7 @@ def is_ip_literal(address: str) -> bool:
     return ip_version(address) is not None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Target:
     """What the scheduler needs to probe one site."""
 
