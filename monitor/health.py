@@ -150,15 +150,15 @@ class HealthTracker:
         sites: dict[str, SiteHealth] = {}
         upstream: dict[str, SiteHealth] = {}
         self._by_district: dict[str, list[str]] = {}
-        # Owned site → every site behind it in the whole inventory, ours or not.
-        self._behind: dict[str, list[str]] = {site_id: [] for site_id in selection.owned}
+        # Owned site → every site behind it in the whole inventory, ours or not (only
+        # sites with someone behind them: most sites are leaves)
+        self._behind: dict[str, list[str]] = {}
         for site in config.sites:
             self._by_district.setdefault(site.district or site.id, []).append(site.id)
             ancestors = _ancestors(config, site)
             for ancestor in ancestors:
-                behind = self._behind.get(ancestor)
-                if behind is not None:
-                    behind.append(site.id)
+                if ancestor in selection.owned:
+                    self._behind.setdefault(ancestor, []).append(site.id)
             role = selection.role(site.id)
             if role is None:
                 continue
@@ -285,7 +285,8 @@ class HealthTracker:
         than from their statuses, since another shard may own them."""
         if self.root_cause(h) is not None:
             return 0
-        return sum(1 for site_id in self._behind[h.site.id] if site_id not in in_maintenance)
+        return sum(1 for site_id in self._behind.get(h.site.id, ())
+                   if site_id not in in_maintenance)
 
     def _held(self, h: SiteHealth, now: float) -> tuple[Status, str] | None:
         """Whether a site that stopped answering must wait before it counts as down.

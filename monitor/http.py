@@ -20,6 +20,9 @@ from monitor.api import register_routes
 from monitor.metrics import site_chunks
 from monitor.webconfig import WebUsers
 
+# /metrics goes to the socket in pieces of this size (bytes)
+_SEND_PIECE = 256 << 10
+
 if TYPE_CHECKING:
     from monitor.daemon import Daemon
 
@@ -160,7 +163,16 @@ class HttpServer:
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
         if gzipped:
             headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.content_length = len(body)
+        await response.prepare(request)
+        # A piece at a time: the transport keeps what the socket does not take at once,
+        # and a page written whole (6 MB at 20,000 sites) was copied there entire.
+        page_view = memoryview(body)
+        for start in range(0, len(body), _SEND_PIECE):
+            await response.write(page_view[start:start + _SEND_PIECE])
+        await response.write_eof()
+        return response
 
     async def healthy(self, request: web.Request) -> web.Response:
         return web.Response(text="vcmon is healthy.\n")

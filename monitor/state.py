@@ -47,7 +47,8 @@ class SiteState:
         # 1 - rate(received)/rate(sent) shows no phantom loss for packets in flight.
         self.sent = 0
         self.received = 0
-        self.errors: dict[str, int] = {}
+        # by reason; None until the first (most sites never have one: 1 MB at 20,000)
+        self.errors: dict[str, int] | None = None
         self.bucket_counts = [0] * (len(RTT_BUCKETS) + 1)
         self.rtt_sum = 0.0
         self.consecutive_lost = 0
@@ -83,6 +84,8 @@ class SiteState:
         else:
             if result.outcome is not Outcome.TIMEOUT:
                 reason = result.outcome.value
+                if self.errors is None:
+                    self.errors = {}
                 self.errors[reason] = self.errors.get(reason, 0) + 1
             self.consecutive_lost += 1
             self.consecutive_received = 0

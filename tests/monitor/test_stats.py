@@ -83,12 +83,23 @@ def test_summarize_all_lost_and_empty() -> None:
 
 def test_window_drops_old_samples_and_orders_by_send_time() -> None:
     window = SiteWindow(10.0, max_samples=100)
-    window.add(100.0, 0.001)
-    window.add(105.0, 0.002)
+    # RTTs that single precision holds exactly (see the precision test below)
+    window.add(100.0, 2**-10)
+    window.add(105.0, 2**-9)
     window.add(103.0, None)  # a timeout resolves after a later reply
-    assert window.samples(now=108.0) == [(100.0, 0.001), (103.0, None), (105.0, 0.002)]
-    assert window.samples(now=112.0) == [(103.0, None), (105.0, 0.002)]
+    assert window.samples(now=108.0) == [(100.0, 2**-10), (103.0, None), (105.0, 2**-9)]
+    assert window.samples(now=112.0) == [(103.0, None), (105.0, 2**-9)]
     assert window.stats(now=200.0).sent == 0
+
+
+def test_a_window_nobody_reads_keeps_only_its_length() -> None:
+    """Each send pushes out what falls behind it: the array never outgrows the window
+    between two statistics (at 20,000 sites that growth was 13 MB of heap)."""
+    window = SiteWindow(30.0, max_samples=1000)
+    for i in range(200):
+        window.add(1_795_000_000.0 + i, 4e-6)
+    assert len(window.snapshot()) == 31
+    assert window.snapshot()[0][0] == 1_795_000_000.0 + 169
 
 
 def test_window_is_bounded() -> None:
@@ -131,9 +142,17 @@ def test_window_stats_are_summarize_of_its_samples(
         window.add(sent_at, rtt)
     snapshot = window.snapshot()
     assert snapshot == sorted(snapshot, key=lambda sample: sample[0])
-    assert len(snapshot) == min(len(added), 100)
-    if len(added) <= 100:
-        assert snapshot == sorted(added, key=lambda sample: sample[0])
+    assert len(snapshot) <= min(len(added), 100)
+    newest = max((t for t, _ in added), default=0.0)
+    inside = [sample for sample in added if sample[0] >= newest - 30.0]
+    near_edge = any(abs(t - (newest - 30.0)) <= 2**-11 for t, _ in added)
+    if len(added) <= 100 and not near_edge:
+        # what the window holds as of its newest send; in single precision: send times
+        # to 2⁻¹² s, RTTs to 1 part in 2²⁴
+        kept = window.samples(newest)
+        assert [t for t, _ in kept] == pytest.approx(sorted(t for t, _ in inside), abs=2**-12)
+        assert sorted(r for _, r in kept if r is not None) == pytest.approx(
+            sorted(r for _, r in inside if r is not None), rel=2**-23)
     current = window.current_stats(now)
     samples = window.samples(now, since)
     assert [t for t, _ in samples] == sorted(t for t, _ in samples)
@@ -146,6 +165,30 @@ def test_window_stats_are_summarize_of_its_samples(
         assert getattr(got, name) == pytest.approx(getattr(expected, name), abs=1e-9), name
     if since <= now - 30.0:
         assert current == got
+
+
+def test_the_window_keeps_real_send_times_and_rtts_closely_across_a_new_base() -> None:
+    """Epoch send times (1.8e9 s) over more than one base: send times within 0.25 ms,
+    RTTs within a part in ten million, statistics as of the exact values."""
+    rng = random.Random(11)
+    start = 1_795_000_000.123456
+    window = SiteWindow(60.0, max_samples=70)
+    sent = [start + i + rng.random() * 0.01 for i in range(3000)]  # 50 min, bases move
+    rtts = [4e-6 + rng.random() * 1e-6 if i % 7 else None for i in range(3000)]
+    for t, r in zip(sent, rtts, strict=True):
+        window.add(t, r)
+    now = sent[-1] + 0.5
+    kept = [(t, r) for t, r in zip(sent, rtts, strict=True) if t >= now - 60.0]
+    got = window.samples(now)
+    assert len(got) == len(kept)
+    for (t, r), (t_kept, r_kept) in zip(got, kept, strict=True):
+        assert abs(t - t_kept) <= 2**-12
+        assert (r is None) == (r_kept is None)
+        assert r is None or abs(r - r_kept) <= r_kept * 2**-23
+    exact, stored = summarize(kept), window.stats(now)
+    assert stored.sent == exact.sent and stored.received == exact.received
+    assert stored.rtt_median == pytest.approx(exact.rtt_median, rel=1e-6)
+    assert stored.jitter == pytest.approx(exact.jitter, rel=1e-5)
 
 
 def test_stddev_matches_the_two_pass_definition() -> None:
