@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import os
 import signal
 import warnings
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
 from typing import NoReturn
 
@@ -39,6 +40,10 @@ except ImportError:  # a platform without its wheel: zlib does the same, slower
 
 # Far above a 20,000-site render (~1 s): a child that takes this long is stuck.
 TIMEOUT = 60.0
+# the pipe's buffer, and the pieces read from it (bytes)
+_PIPE_SIZE = 1 << 20
+
+Sink = Callable[[bytes], Awaitable[None]]
 _EXIT_FAILED = 70
 
 
@@ -69,6 +74,23 @@ def _child(write_fd: int, produce: Callable[[], bytes]) -> NoReturn:
     os._exit(0)
 
 
+async def _pass_on(read_fd: int, sink: Sink) -> bytes:
+    # read on the event loop as the pipe fills: a reading thread would hand the GIL
+    # back and forth with the loop at every piece (and delay probes by up to 5 ms)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_PIPE_SIZE)
+    # wraps the fd, no I/O; the transport closes the wrapper, the caller the fd
+    pipe = open(read_fd, "rb", buffering=0, closefd=False)  # noqa: ASYNC230, SIM115
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        while piece := await reader.read(_PIPE_SIZE):
+            await sink(piece)
+    finally:
+        transport.close()
+    return b""
+
+
 def _read_all(read_fd: int) -> bytes:
     # FileIO.readall grows one buffer in place (mremap for a large one): a 6 MB page
     # costs 6 MB, where a list of reads joined at the end held it twice
@@ -77,15 +99,19 @@ def _read_all(read_fd: int) -> bytes:
 
 
 async def run_in_child(produce: Callable[[], bytes], what: str,
-                       kill_after: float = TIMEOUT) -> bytes:
-    """``produce()``, computed in a forked child of this process.
+                       kill_after: float = TIMEOUT, sink: Sink | None = None) -> bytes:
+    """``produce()``, computed in a forked child of this process; with a ``sink``,
+    passed to it piece by piece as it arrives (and b"" returned), so that this process
+    never holds it whole.
 
     Raises ``OSError`` if the child cannot be forked and ``ChildFailed`` if it fails
     or takes longer than ``kill_after`` seconds (it is killed then); ``what`` names
-    the work in those messages.
+    the work in those messages. What the sink raises ends the child too.
     """
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe()
+    with contextlib.suppress(OSError):  # fewer, larger reads (Linux; 64 KiB otherwise)
+        fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
     try:
         with warnings.catch_warnings():
             # Python 3.12+ warns that a forked child of a threaded process may meet a
@@ -100,13 +126,15 @@ async def run_in_child(produce: Callable[[], bytes], what: str,
         os.close(read_fd)
         _child(write_fd, produce)
     os.close(write_fd)
-    reading = loop.run_in_executor(None, _read_all, read_fd)
+    reading: asyncio.Future[bytes] = (
+        loop.run_in_executor(None, _read_all, read_fd) if sink is None
+        else asyncio.ensure_future(_pass_on(read_fd, sink)))
     try:
         body = await asyncio.wait_for(asyncio.shield(reading), kill_after)
-    except BaseException as exc:  # a timeout, or the caller was cancelled
+    except BaseException as exc:  # a timeout, the sink failed, or the caller was cancelled
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(Exception):
             await reading  # ends: the pipe's only writer is gone
         await loop.run_in_executor(None, os.waitpid, pid, 0)
         os.close(read_fd)

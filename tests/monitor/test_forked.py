@@ -49,3 +49,24 @@ async def test_a_stuck_child_is_killed() -> None:
     with pytest.raises(ChildFailed, match=r"the render took over 0\.5 s; killed"):
         await run_in_child(stuck, "render", kill_after=0.5)
     assert time.monotonic() - started < 5
+
+
+async def test_a_sink_gets_the_output_piece_by_piece() -> None:
+    pieces: list[bytes] = []
+
+    async def sink(piece: bytes) -> None:
+        pieces.append(piece)
+
+    big = b"".join(_chunks()) * 40  # ~2 MB: more than the pipe holds at once
+    assert await run_in_child(lambda: big, "render", sink=sink) == b""
+    assert b"".join(pieces) == big and len(pieces) > 1
+
+
+async def test_a_failing_sink_ends_the_child() -> None:
+    async def gone(piece: bytes) -> None:
+        raise ConnectionResetError("the scraper went away")
+
+    started = time.monotonic()
+    with pytest.raises(ConnectionResetError):
+        await run_in_child(lambda: b"x" * (8 << 20), "render", sink=gone)
+    assert time.monotonic() - started < 5

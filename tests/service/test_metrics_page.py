@@ -1,0 +1,56 @@
+"""/metrics from a running daemon as Prometheus fetches it: gzip, passed on from the
+render child as it comes, one whole gzip member with the same series as the plain page."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.config import load_config
+from monitor.daemon import Daemon
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets need root here")
+
+SITES = "".join(f"  - {{id: s{i}, name: Site {i}, tier: commune, address: 127.0.0.{20 + i}}}\n"
+                for i in range(6))
+
+
+def series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    return {(s.name, tuple(sorted(s.labels.items())))
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_the_gzip_page_is_the_plain_page(tmp_path: Path) -> None:
+    path = tmp_path / "sites.yaml"
+    path.write_text("defaults: {interval: 50ms, timeout: 200ms}\nsites:\n" + SITES)
+    port = free_port()
+    daemon = Daemon(load_config(path), config_path=str(path), listen=f"127.0.0.1:{port}")
+    await daemon.startup()
+    try:
+        await daemon.scheduler.first_cycle_done.wait()
+        url = f"http://127.0.0.1:{port}/metrics"
+        async with aiohttp.ClientSession(auto_decompress=False) as client:
+            async with client.get(url, headers={"Accept-Encoding": "gzip"}) as response:
+                assert response.status == 200
+                assert response.headers["Content-Encoding"] == "gzip"
+                packed = await response.read()
+            async with client.get(url, headers={"Accept-Encoding": "identity"}) as response:
+                assert "Content-Encoding" not in response.headers
+                plain = (await response.read()).decode()
+        unpacked = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        text = unpacked.decompress(packed).decode()
+        assert unpacked.eof and unpacked.unused_data == b""  # one gzip member, whole
+        assert series(text) == series(plain)
+        sites = {dict(labels).get("site") for name, labels in series(text)
+                 if name == "vcmon_site_up"}
+        assert sites == {f"s{i}" for i in range(6)}
+        # and it ends where the plain page does: with the daemon-wide families
+        assert text.splitlines()[-1].split(" ")[0] == plain.splitlines()[-1].split(" ")[0]
+    finally:
+        await daemon.shutdown()
