@@ -2,9 +2,9 @@
 
 At 20,000 sites that is about a million series: prometheus_client's family objects
 took 8 s per scrape there, on the event loop. This renders the same series in one
-pass, from a worker thread: it only reads the live state through C-level copies
-(``array[:]``, ``tuple(list)``), which are atomic under the GIL, so the event loop
-keeps probing while a scrape is rendered.
+pass, in a forked child (``monitor._forked``) or, failing that, a worker thread: it
+only reads the live state through snapshots that are atomic under the GIL (a window's
+``state``, ``tuple(list)``), so the event loop keeps probing while a scrape is rendered.
 
 Each family is written a thousand sites at a time, so a gzip scrape never holds the
 ~100 MB page in memory, and each site's lines of one family come from one call of a
