@@ -23,3 +23,16 @@ def collector_paused() -> Iterator[None]:
     finally:
         if paused:
             gc.enable()
+
+
+def settle() -> None:
+    """Put every object alive now out of the cyclic collector's sight (``gc.freeze``).
+
+    Called once the daemon's tables are built, at the start and after each reload:
+    at 20,000 sites a full collection walks ~1.5 million objects for 0.14 s, all of
+    them long-lived, and that pause comes while probes are out (replies read late,
+    RTT maxima of 130-170 ms in the scale bench). Reference counting still frees them
+    when a reload drops them; only a cycle among them would stay, and the inventory,
+    the tables and the schedule hold none.
+    """
+    gc.freeze()

@@ -14,7 +14,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
-from monitor._gc import collector_paused
+from monitor._gc import collector_paused, settle
 from monitor._isolated import load_config_isolated_async, prepare_fallback
 from monitor.config import Config, ConfigError, ProbeSettings, default_config
 from monitor.health import HealthTracker, StateChange, Status
@@ -195,6 +195,7 @@ class Daemon:
             self.scheduler.set_targets(await self.targets(config))
             self.services.scheduler.set_targets(await self.services.targets(config))
             self.config = config
+        settle()
         self.metrics.config_loaded(success=True)
         if self.publisher is not None:
             self.publisher.sites_changed()
@@ -295,6 +296,7 @@ class Daemon:
         try:
             with collector_paused():
                 await self.startup()
+            settle()
             stop = loop.create_task(self.main_loop())
             first_cycle = loop.create_task(self.scheduler.first_cycle_done.wait())
             await asyncio.wait((stop, first_cycle), return_when=asyncio.FIRST_COMPLETED)
