@@ -18,7 +18,6 @@ from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from monitor._textformat import header
-from monitor._textformat import number as _num
 from monitor.health import Status
 from monitor.state import RTT_BUCKETS
 from monitor.stats import WindowStats
@@ -46,6 +45,11 @@ def _compiled(params: list[str], lines: list[str]) -> Callable[..., str]:
     return namespace["write"]
 
 
+# The window's statistics to 9 significant digits: all that their float32 samples hold
+# (RTTs to 1 part in 10⁷), in half the time of repr's 17 (0.05 s of a 20,000-site page).
+# Counters and timestamps keep every digit.
+_STAT = ".9g"
+
 # Each writes one site's lines of a family: ``labels`` is the site's label text, the
 # values follow. Literal braces doubled.
 _COUNTS = [f"c{k}" for k in range(len(_LE))]
@@ -57,7 +61,7 @@ _hist_lines = _compiled(
        f"vcmon_probe_rtt_seconds_count{{{{{{labels}}}}}} {{{_COUNTS[-1]}}}"])
 _rtt_lines = _compiled(
     ["labels", *_RTT_STATS],
-    [f'vcmon_site_rtt_seconds{{{{{{labels}},stat="{stat}"}}}} {{{stat}!r}}'
+    [f'vcmon_site_rtt_seconds{{{{{{labels}},stat="{stat}"}}}} {{{stat}:{_STAT}}}'
      for stat in _RTT_STATS])
 _status_lines = {
     status: _compiled(["labels"], [f'vcmon_site_status{{{{{{labels}},status="{each.value}"}}}} '
@@ -144,9 +148,9 @@ def _rtt(rows: list[Row]) -> list[str]:
 
 
 def _window_value(name: str, value: Callable[[WindowStats], float | None]) -> Family:
-    # repr: these are always finite floats (or None, not written)
+    # always finite floats (or None, not written)
     def lines(rows: list[Row]) -> list[str]:
-        return [f"{name}{{{state.labels}}} {v!r}"
+        return [f"{name}{{{state.labels}}} {v:{_STAT}}"
                 for state, s, _ in rows if (v := value(s)) is not None]
     return lines
 
@@ -180,7 +184,8 @@ def _state_changes(rows: list[Row]) -> list[str]:
 
 
 def _status_since(rows: list[Row]) -> list[str]:
-    return [f"vcmon_site_status_since_timestamp_seconds{{{state.labels}}} {_num(h.since)}"
+    # a clock reading: always a finite float
+    return [f"vcmon_site_status_since_timestamp_seconds{{{state.labels}}} {h.since!r}"
             for state, _, h in rows if h is not None]
 
 
