@@ -81,8 +81,9 @@ def summarize(samples: Sequence[Sample]) -> WindowStats:
     return summarize_rtts(len(samples), [rtt for _, rtt in samples if rtt is not None])
 
 
-def summarize_rtts(sent: int, rtts: list[float]) -> WindowStats:
-    """Statistics of ``sent`` probes whose replies took ``rtts``, in send order.
+def summarize_rtts(sent: int, rtts: list[float], total: float | None = None) -> WindowStats:
+    """Statistics of ``sent`` probes whose replies took ``rtts``, in send order
+    (``total``: their sum, where the caller has it already).
 
     Every loop runs in C (``map``, ``sum``, ``sorted``): the daemon summarizes each
     site's window at every scrape and every threshold evaluation, 20,000 sites at a time.
@@ -96,26 +97,16 @@ def summarize_rtts(sent: int, rtts: list[float]) -> WindowStats:
         return WindowStats(sent, 0, loss, None, None, None, None, None, None, None,
                            r_all_lost, mos_all_lost)
     ordered = sorted(rtts)
-    avg = sum(rtts) / received
+    avg = (sum(rtts) if total is None else total) / received
     # E[x²] − E[x]²: RTTs vary far more than 1e-7 of their size, so no precision is lost;
     # hypot is the root of the sum of squares, in one C call
     stddev = math.sqrt(max(0.0, math.hypot(*rtts) ** 2 / received - avg * avg))
     jit = jitter(rtts)
     r = r_factor(avg, jit or 0.0, loss or 0.0)
-    return WindowStats(
-        sent=sent,
-        received=received,
-        loss_ratio=loss,
-        rtt_min=ordered[0],
-        rtt_avg=avg,
-        rtt_max=ordered[-1],
-        rtt_median=percentile(ordered, 0.5),
-        rtt_p95=percentile(ordered, 0.95),
-        rtt_stddev=stddev,
-        jitter=jit,
-        r_factor=r,
-        mos=mos_from_r(r),
-    )
+    # positional: the fields in their order (keywords cost a fifth of the call)
+    return WindowStats(sent, received, loss, ordered[0], avg, ordered[-1],
+                       percentile(ordered, 0.5), percentile(ordered, 0.95), stddev, jit,
+                       r, mos_from_r(r))
 
 
 class SiteWindow:
@@ -244,5 +235,6 @@ def _stats(data: array[float], start: float, lo: int, hi: int) -> WindowStats:
     replies = data[2 * _first_at(data, start, lo, hi) + 1:2 * hi:2]
     # NaN (a lost probe) makes the sum NaN: only then is there anything to filter
     total = sum(replies)
-    rtts = replies.tolist() if total == total else list(filterfalse(math.isnan, replies))
-    return summarize_rtts(len(replies), rtts)
+    if total == total:
+        return summarize_rtts(len(replies), replies.tolist(), total)
+    return summarize_rtts(len(replies), list(filterfalse(math.isnan, replies)))
