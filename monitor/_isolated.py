@@ -3,7 +3,7 @@
 Parsing 20,000 sites takes the YAML composer's node tree through ~90 MB and holds
 the GIL for a second (libyaml and pydantic-core do not release it). Done in the
 daemon, that memory stays fragmented in the process for good and a reload stalls
-the probe loop. Done in a forked child (``monitor._forked``), which has every module
+the probe loop. Done in a forked child (``monitor.system.forked``), which has every module
 imported already, the daemon only unpickles the finished ``Config`` (~0.05 s and
 ~35 MB at 20,000 sites) or the list of problems; the child also runs under memory
 and CPU limits, so a hostile file can cost at most those.
@@ -17,10 +17,10 @@ import contextlib
 import pickle
 import resource
 
-from monitor._forked import ChildFailed, run_in_child
-from monitor._gc import collector_paused
 from monitor._problems import ConfigError, Problem
 from monitor.config import Config, load_config, parse_config
+from monitor.system.forked import ChildFailed, run_in_child
+from monitor.system.garbage import collector_paused
 
 # Generous for any real inventory (20,000 sites peak at ~300 MB on top of the
 # daemon), small enough that a YAML bomb cannot take the host.

@@ -10,15 +10,15 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor._gc import collector_paused
 from monitor._isolated import load_config_isolated
 from monitor.config import Config, ConfigError, default_config, load_config
 from monitor.lab.cli import add_lab_parser
-from monitor.logs import configure_logging
-from monitor.privileges import PrivilegeError
 from monitor.report.cli import add_report_parser
 from monitor.shard import Shard, describe, parse_shard
 from monitor.stats import summarize
+from monitor.system.garbage import collector_paused
+from monitor.system.logs import configure_logging
+from monitor.system.privileges import PrivilegeError
 from probes import Outcome
 from probes.icmp import IcmpPermissionError, ping
 

@@ -50,10 +50,10 @@ from monitor._problems import show_number as _num
 from monitor._site_types import Provision, Tier
 from monitor._text import clean_name, clean_text, decode
 from monitor._yamlpos import load_yaml
-from monitor.privileges import Identity, check_group, check_user, resolve
 from monitor.report.settings import ReportSettings
 from monitor.schedule import Schedule, schedule_references
 from monitor.shard import Shard
+from monitor.system.privileges import Identity, check_group, check_user, resolve
 from monitor.thresholds import HealthSettings, ThresholdOverrides, Thresholds
 from monitor.webconfig import WebSettings
 from probes import KINDS
@@ -375,7 +375,7 @@ class Config(BaseModel):
     shard: Shard | None = None
     # TLS and basic auth of the HTTP endpoints (a Prometheus web.yml), POST /-/reload
     web: WebSettings = Field(default_factory=WebSettings)
-    # started as root: who vcmon becomes once its sockets are open (monitor/privileges.py)
+    # started as root: who vcmon becomes once its sockets are open (monitor/system/privileges.py)
     user: Annotated[str, AfterValidator(check_user)] | None = None
     group: Annotated[str, AfterValidator(check_group)] | None = None
     sites: list[Site]

@@ -14,20 +14,20 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
-from monitor._gc import collector_paused, settle
 from monitor._isolated import load_config_isolated_async, prepare_fallback
 from monitor.config import Config, ConfigError, ProbeSettings, default_config
 from monitor.health import HealthTracker, StateChange, Status
 from monitor.http import HttpServer
 from monitor.metrics import DaemonCollector, DaemonMetrics
 from monitor.mqtt import MqttPublisher
-from monitor.privileges import check_reloaded, least_privilege
 from monitor.report import writer as report_writer
 from monitor.scheduler import Scheduler, SendFn, Target
-from monitor.sdnotify import Notifier
 from monitor.services import ServiceRunner, marked
 from monitor.shard import Shard, select
 from monitor.state import SiteTable
+from monitor.system.garbage import collector_paused, settle
+from monitor.system.privileges import check_reloaded, least_privilege
+from monitor.system.sdnotify import Notifier
 from probes import KINDS
 from probes.icmp import IcmpEngine
 

@@ -2,7 +2,7 @@
 
 At 20,000 sites that is about a million series: prometheus_client's family objects
 took 8 s per scrape there, on the event loop. This renders the same series in one
-pass, in a forked child (``monitor._forked``) or, failing that, a worker thread: it
+pass, in a forked child (``monitor.system.forked``) or, failing that, a worker thread: it
 only reads the live state through snapshots that are atomic under the GIL (a window's
 ``state``, ``tuple(list)``), so the event loop keeps probing while a scrape is rendered.
 

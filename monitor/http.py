@@ -15,9 +15,9 @@ import structlog
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from monitor._forked import ChildFailed, pack, run_in_child
 from monitor.api import register_routes
 from monitor.metrics import site_chunks
+from monitor.system.forked import ChildFailed, pack, run_in_child
 from monitor.webconfig import WebUsers
 
 # /metrics goes to the socket in pieces of this size (bytes)

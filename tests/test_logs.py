@@ -8,7 +8,7 @@ import sys
 
 SCRIPT = """
 import logging, structlog
-from monitor.logs import configure_logging
+from monitor.system.logs import configure_logging
 configure_logging("info", "json")
 structlog.get_logger("vcmon.test").info("ours", site="xa-lac-ve", password="hunter2")
 logging.getLogger("mqtt").error("failed to receive on socket: [Errno 104] reset")

@@ -360,7 +360,7 @@ async def test_no_secret_reaches_the_logs_or_the_api(tmp_path: Path,
 
 def test_log_lines_never_carry_a_value_named_like_a_secret(
         capsys: pytest.CaptureFixture[str]) -> None:
-    from monitor.logs import configure_logging
+    from monitor.system.logs import configure_logging
 
     configure_logging("debug", "json")
     try:

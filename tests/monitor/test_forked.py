@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from monitor._forked import ChildFailed, pack, run_in_child
+from monitor.system.forked import ChildFailed, pack, run_in_child
 
 
 def _chunks() -> Iterator[bytes]:

@@ -64,7 +64,7 @@ async def test_the_gzip_page_is_the_plain_page(tmp_path: Path) -> None:
 
 async def test_the_tables_are_out_of_the_collectors_sight(tmp_path: Path) -> None:
     """A full collection at 20,000 sites walked the tables for ~0.1 s while probes were
-    out: after the start and after a reload they are frozen (monitor._gc.settle)."""
+    out: after the start and after a reload they are frozen (monitor.system.garbage.settle)."""
     import gc
 
     from monitor.state import SiteState

@@ -18,7 +18,7 @@ import pytest
 
 from monitor.config import parse_config
 from monitor.daemon import Daemon
-from monitor.sdnotify import Notifier
+from monitor.system.sdnotify import Notifier
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets need root here")
