@@ -2,6 +2,6 @@
 
 A small typed generator of Grafana 11 dashboard JSON (schemaVersion 41). Colours, units
 and thresholds come from vcmon itself (``monitor.health.Status``,
-``monitor.thresholds.Thresholds``), so the dashboards cannot drift from the alert
+``monitor.inventory.thresholds.Thresholds``), so the dashboards cannot drift from the alert
 defaults.
 """

@@ -32,7 +32,7 @@ from grafana._vcmon import (
     status_counts,
 )
 from monitor.health import Status
-from monitor.thresholds import THRESHOLD_NAMES
+from monitor.inventory.thresholds import THRESHOLD_NAMES
 
 UID = "vcmon-overview"
 # vcmon_conference_active and _preflight are 0/1 per session; 2·active + preflight tells

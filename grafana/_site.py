@@ -34,7 +34,7 @@ from grafana._vcmon import (
     status_timeline,
 )
 from monitor.health import Status
-from monitor.thresholds import THRESHOLD_NAMES
+from monitor.inventory.thresholds import THRESHOLD_NAMES
 
 SITE = labels(IS_SITE)
 # Smokeping-style bands: the outer band holds 90 % of the replies, the inner one 50 %.

@@ -21,9 +21,9 @@ from grafana._panels import (
     steps,
     value_texts,
 )
-from monitor.config import Tier
 from monitor.health import Status
-from monitor.thresholds import THRESHOLD_NAMES, Thresholds
+from monitor.inventory import Tier
+from monitor.inventory.thresholds import THRESHOLD_NAMES, Thresholds
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ if set(LOOKS) != set(Status):
 STATUS_MAPPINGS = value_texts((look.code, status.value, look.colour)
                               for status, look in LOOKS.items())
 
-# One source of truth: the defaults vcmon judges sites by (monitor/thresholds.py).
+# One source of truth: the defaults vcmon judges sites by (monitor/inventory/thresholds.py).
 DEFAULTS = Thresholds()
 # degraded when RTT, jitter or loss is above the limit, or MOS below it
 THRESHOLD_STEPS: dict[str, Json] = {

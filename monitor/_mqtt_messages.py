@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.config import Site
 from monitor.health import SiteHealth, StateChange, measurements
+from monitor.inventory import Site
 from monitor.stats import WindowStats
 
 

@@ -19,9 +19,9 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from monitor.config import Config
 from monitor.health import HealthTracker, SiteHealth, SiteSource, Status
-from monitor.report.settings import report_times
+from monitor.inventory import Config
+from monitor.inventory.reports import report_times
 from monitor.state import SiteState, SiteTable
 
 PREFIX = "/api/v1"

@@ -10,11 +10,11 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor._isolated import load_config_isolated
-from monitor.config import Config, ConfigError, default_config, load_config
+from monitor.inventory import Config, ConfigError, default_config, load_config
+from monitor.inventory.isolated import load_config_isolated
+from monitor.inventory.shard import Shard, describe, parse_shard
 from monitor.lab.cli import add_lab_parser
 from monitor.report.cli import add_report_parser
-from monitor.shard import Shard, describe, parse_shard
 from monitor.stats import summarize
 from monitor.system.garbage import collector_paused
 from monitor.system.logs import configure_logging
@@ -66,7 +66,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_inventory(args: argparse.Namespace) -> int:
-    from monitor.inventory import render_tree
+    from monitor.report.tree import render_tree
 
     config = _load(args.config, args.shard)
     print(render_tree(config))

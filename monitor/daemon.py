@@ -14,19 +14,20 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
-from monitor._isolated import load_config_isolated_async, prepare_fallback
-from monitor.config import Config, ConfigError, ProbeSettings, default_config
 from monitor.health import HealthTracker, StateChange, Status
 from monitor.http import HttpServer
+from monitor.inventory import Config, ConfigError, ProbeSettings, default_config
+from monitor.inventory.isolated import load_config_isolated_async, prepare_fallback
+from monitor.inventory.secrets import check_reloaded, warn_exposed_secrets
+from monitor.inventory.shard import Shard, select
 from monitor.metrics import DaemonCollector, DaemonMetrics
 from monitor.mqtt import MqttPublisher
 from monitor.report import writer as report_writer
 from monitor.scheduler import Scheduler, SendFn, Target
 from monitor.services import ServiceRunner, marked
-from monitor.shard import Shard, select
 from monitor.state import SiteTable
 from monitor.system.garbage import collector_paused, settle
-from monitor.system.privileges import check_reloaded, least_privilege
+from monitor.system.privileges import capability_names, drop_privileges
 from monitor.system.sdnotify import Notifier
 from probes import KINDS
 from probes.icmp import IcmpEngine
@@ -137,7 +138,7 @@ class Daemon:
         await self.http.start(self.listen)
         if self.config.user is not None:  # about to switch user: see prepare_fallback
             prepare_fallback()
-        least_privilege(self.config, [engine.mode for engine in self.engines.values()])
+        _least_privilege(self.config, [engine.mode for engine in self.engines.values()])
         if self.config.mqtt is not None:
             # Started before the health task, so that the first state changes are queued;
             # it connects in the background and never holds up the start.
@@ -324,3 +325,18 @@ def _log_change(change: StateChange) -> None:
     emit("state_change", site=site.id, name=site.name, tier=site.tier, district=site.district,
          before=change.before.value, after=change.after.value, reason=change.reason,
          **change.measurements)
+
+
+def _least_privilege(config: Config, engine_modes: list[str]) -> None:
+    """The daemon's hook once its sockets are open: become ``user:`` if one is set."""
+    warn_exposed_secrets(config)
+    identity = config.identity
+    if identity is None:
+        if os.geteuid() == 0:
+            log.warning("running_as_root", hint="set user: (and group:) in the inventory to "
+                        "run unprivileged once the sockets are open")
+        return
+    status = drop_privileges(identity, engine_modes)
+    log.info("privileges_dropped", user=identity.user, uid=identity.uid, gid=identity.gid,
+             capabilities=capability_names(int(status["CapEff"], 16)) or "none",
+             no_new_privs=status["NoNewPrivs"] == "1")

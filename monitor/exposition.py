@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from monitor._textformat import header
 from monitor.health import Status
+from monitor.inventory.thresholds import THRESHOLD_NAMES
 from monitor.state import RTT_BUCKETS
 from monitor.stats import WindowStats
-from monitor.thresholds import THRESHOLD_NAMES
 
 if TYPE_CHECKING:
     from monitor.health import HealthTracker, SiteHealth

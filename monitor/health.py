@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from monitor.config import Config, Site
+from monitor.inventory import Config, Site
+from monitor.inventory.shard import Role, select
+from monitor.inventory.thresholds import THRESHOLD_NAMES, HealthSettings, Thresholds
 from monitor.services import ServiceTable, describe_failing
-from monitor.shard import Role, select
 from monitor.state import SiteState, SiteTable
 from monitor.stats import WindowStats
-from monitor.thresholds import THRESHOLD_NAMES, HealthSettings, Thresholds
 
 
 class Status(StrEnum):
@@ -128,7 +128,7 @@ class HealthTracker:
     """Turns the site table into health states; returns what changed.
 
     ``sites`` are the sites this instance owns; each gets a status. ``upstream`` are the
-    other shards' sites above them (``monitor.shard``): only whether they are down is
+    other shards' sites above them (``monitor.inventory.shard``): only whether they are down is
     tracked, for the root cause of ours.
     """
 

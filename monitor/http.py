@@ -16,9 +16,9 @@ from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.api import register_routes
+from monitor.inventory.web import WebUsers
 from monitor.metrics import site_chunks
 from monitor.system.forked import ChildFailed, pack, run_in_child
-from monitor.webconfig import WebUsers
 
 # /metrics goes to the socket in pieces of this size (bytes)
 _SEND_PIECE = 256 << 10

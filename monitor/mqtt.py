@@ -29,8 +29,8 @@ from monitor._mqtt_messages import (
     state_payload,
 )
 from monitor._mqtt_queue import QUEUED_KINDS, Kind, OutboundQueue, Outgoing
-from monitor._mqtt_settings import MqttSettings, MqttSetupError
 from monitor.health import SiteSource, StateChange
+from monitor.inventory.mqtt import MqttSettings, MqttSetupError
 
 __all__ = ["MqttPublisher", "MqttSettings", "SiteSource"]
 

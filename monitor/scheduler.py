@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from probes import Outcome, ProbeResult
-from probes._ip import ip_version
+from probes import Outcome, ProbeResult, ip_version
 
 log = structlog.get_logger("vcmon.scheduler")
 

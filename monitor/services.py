@@ -19,11 +19,10 @@ import structlog
 from monitor._labels import SITE_LABELS, label_text
 from monitor._textformat import families_text
 from monitor._textformat import number as _num
-from monitor.config import Config, ServiceProbe, Site
+from monitor.inventory import Config, ServiceProbe, Site
+from monitor.inventory.shard import owned_sites
 from monitor.scheduler import Scheduler, SendFn, Target
-from monitor.shard import owned_sites
-from probes import KINDS, Outcome, ProbeResult
-from probes._service import ProbeFn
+from probes import KINDS, Outcome, ProbeFn, ProbeResult
 from probes.icmp import IcmpEngine
 
 log = structlog.get_logger("vcmon.services")

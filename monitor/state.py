@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Iterator
 
 from monitor._labels import INFO_LABELS, SITE_LABELS, label_text
-from monitor.config import Config, ProbeSettings, Site
-from monitor.shard import Role, select
+from monitor.inventory import Config, ProbeSettings, Site
+from monitor.inventory.shard import Role, select
 from monitor.stats import SiteWindow
 from probes import Outcome, ProbeResult
 

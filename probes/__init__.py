@@ -1,10 +1,17 @@
-"""Probe kinds. Each kind is one module; ``KINDS`` is the only list of them."""
+"""Probe kinds. Each kind is one module; ``KINDS`` is the only list of them.
+
+This package is the bottom layer: it imports nothing from ``monitor``. What the daemon
+and the lab use from it is exported here (or lives in a public module: ``icmp``,
+``icmp_packet``, ``icmp_socket``, ``tcp``, ``tls``, ``sip``, ``http``); modules with a
+leading underscore are private to the package.
+"""
 
 from typing import Any
 
 from probes import http, sip, tcp, tls
+from probes._ip import DOTTED_QUAD, ip_version
 from probes._result import Outcome, ProbeResult
-from probes._service import EchoSpec, ProbeKind
+from probes._service import Dscp, EchoSpec, ProbeFn, ProbeKind, ServiceSpec, parse_dscp, tos_byte
 from probes.icmp import IcmpEngine
 
 # The probe kinds by the name inventories use; config validation and dispatch both read
@@ -18,4 +25,17 @@ KINDS: dict[str, ProbeKind[Any]] = {
     "http": ProbeKind(http.HttpSpec, http.probe),
 }
 
-__all__ = ["KINDS", "Outcome", "ProbeResult"]
+__all__ = [
+    "DOTTED_QUAD",
+    "KINDS",
+    "Dscp",
+    "IcmpEngine",
+    "Outcome",
+    "ProbeFn",
+    "ProbeKind",
+    "ProbeResult",
+    "ServiceSpec",
+    "ip_version",
+    "parse_dscp",
+    "tos_byte",
+]

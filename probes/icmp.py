@@ -23,7 +23,8 @@ from math import inf
 from time import monotonic_ns, time_ns
 from typing import Any, Final
 
-from probes._icmp_packet import (
+from probes._result import Outcome, ProbeResult
+from probes.icmp_packet import (
     DUPLICATE,
     FOREIGN,
     IGNORE_REASONS,
@@ -37,7 +38,7 @@ from probes._icmp_packet import (
     check_payload_size,
     describe_error,
 )
-from probes._icmp_socket import (
+from probes.icmp_socket import (
     ANCILLARY_SIZE,
     SO_EE_ORIGIN_ICMP,
     SO_EE_ORIGIN_ICMP6,
@@ -48,7 +49,6 @@ from probes._icmp_socket import (
     receive_time_ns,
     socket_address,
 )
-from probes._result import Outcome, ProbeResult
 
 __all__ = ["IGNORE_REASONS", "IcmpEngine", "IcmpPermissionError", "Mode", "ping"]
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitor.config import Config
+from monitor.inventory import Config
 from monitor.lab import netlab
 from monitor.lab.netlab import Lab
 from monitor.lab.profiles import SCENARIOS, LabError, Profile, apply_settings

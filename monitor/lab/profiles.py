@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from monitor._duration import parse_duration
-from monitor.config import Site
+from monitor.inventory import Site
+from monitor.inventory.fields import parse_duration
 
 
 class LabError(Exception):

@@ -41,8 +41,8 @@ from monitor.lab.loss import LossModel, loss_model
 from monitor.lab.profiles import LabError, Profile
 from monitor.lab.state import LabSite, LabState, read_state
 from monitor.system.logs import configure_logging
-from probes._icmp_packet import ECHO_HEADER, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, checksum
-from probes._icmp_socket import (
+from probes.icmp_packet import ECHO_HEADER, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, checksum
+from probes.icmp_socket import (
     ANCILLARY_SIZE,
     ICMP_FILTER,
     SO_TIMESTAMPNS,

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from monitor.config import Config, load_config, parse_config
+from monitor.inventory import Config, load_config, parse_config
 from monitor.lab.netlab import Lab
 from monitor.lab.profiles import LabError
 

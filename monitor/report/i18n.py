@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from monitor.report.settings import Lang
+from monitor.inventory.reports import Lang
 
 WORDS: dict[str, dict[Lang, str]] = {
     "title": {"vi": "Báo cáo nhanh tình trạng sẵn sàng các điểm cầu truyền hình trực tuyến",

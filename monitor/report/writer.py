@@ -19,10 +19,10 @@ import aiohttp
 import structlog
 
 from monitor.api import Source, site_records
+from monitor.inventory.calendar import Schedule
+from monitor.inventory.reports import ReportSettings
 from monitor.report.model import Report, add_history, build, previous_slot
 from monitor.report.render import render
-from monitor.report.settings import ReportSettings
-from monitor.schedule import Schedule
 
 log = structlog.get_logger("vcmon.report")
 

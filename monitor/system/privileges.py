@@ -19,21 +19,12 @@ process has one thread, and refused otherwise.
 from __future__ import annotations
 
 import ctypes
-import grp
 import os
-import pwd
-import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import structlog
-
-from monitor._problems import show
-
-if TYPE_CHECKING:
-    from monitor.config import Config
 
 log = structlog.get_logger("vcmon.privileges")
 
@@ -109,57 +100,24 @@ def ping_group_admits(gid: int) -> bool:
     return low <= gid <= high
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """The user and group vcmon runs as once its sockets are open."""
+class Account(Protocol):
+    """Who to become: the inventory's ``user:``/``group:`` resolved to numbers."""
 
-    user: str
-    uid: int
-    gid: int
+    @property
+    def user(self) -> str: ...
 
+    @property
+    def uid(self) -> int: ...
 
-def _user(user: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except KeyError:
-        raise ValueError(f"there is no user {show(user)} on this host; create it (useradd "
-                         "--system --no-create-home vcmon) or name an existing one") from None
-
-
-def _group(group: str) -> grp.struct_group:
-    try:
-        return grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
-    except KeyError:
-        raise ValueError(f"there is no group {show(group)} on this host; create it "
-                         "or name an existing one") from None
-
-
-def check_user(user: str) -> str:
-    """The ``user:`` field: a user of this host other than root (a name or a uid)."""
-    if _user(user).pw_uid == 0:
-        raise ValueError(f"user {show(user)} is root, which gives nothing up; name an "
-                         "unprivileged user such as vcmon or nobody, or remove user:")
-    return user
-
-
-def check_group(group: str) -> str:
-    """The ``group:`` field: a group of this host (a name or a gid)."""
-    _group(group)
-    return group
-
-
-def resolve(user: str, group: str | None) -> Identity:
-    """``user:`` and ``group:`` (default: the user's primary group) as numbers."""
-    entry = _user(user)
-    gid = entry.pw_gid if group is None else _group(group).gr_gid
-    return Identity(entry.pw_name, entry.pw_uid, gid)
+    @property
+    def gid(self) -> int: ...
 
 
 def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def drop_privileges(identity: Identity, engine_modes: Iterable[str]) -> dict[str, str]:
+def drop_privileges(identity: Account, engine_modes: Iterable[str]) -> dict[str, str]:
     """Become ``identity`` and keep at most CAP_NET_RAW; return the new process status.
 
     ``engine_modes`` are the modes of the open ICMP engines (``dgram`` or ``raw``).
@@ -200,7 +158,7 @@ def drop_privileges(identity: Identity, engine_modes: Iterable[str]) -> dict[str
     return status
 
 
-def _verify(status: dict[str, str], identity: Identity, keep: int) -> None:
+def _verify(status: dict[str, str], identity: Account, keep: int) -> None:
     # Read back from the kernel rather than trusted: a seccomp filter (SystemCallFilter=)
     # can make a call "succeed" with no effect.
     expected = {
@@ -220,66 +178,8 @@ def _verify(status: dict[str, str], identity: Identity, keep: int) -> None:
     raise PrivilegeError("privileges were not dropped: the process could become root again")
 
 
-def least_privilege(config: Config, engine_modes: list[str]) -> None:
-    """The daemon's hook once its sockets are open: become ``user:`` if one is set."""
-    warn_exposed_secrets(config)
-    identity = config.identity
-    if identity is None:
-        if os.geteuid() == 0:
-            log.warning("running_as_root", hint="set user: (and group:) in the inventory to "
-                        "run unprivileged once the sockets are open")
-        return
-    status = drop_privileges(identity, engine_modes)
-    log.info("privileges_dropped", user=identity.user, uid=identity.uid, gid=identity.gid,
-             capabilities=capability_names(int(status["CapEff"], 16)) or "none",
-             no_new_privs=status["NoNewPrivs"] == "1")
-
-
 def capability_names(mask: int) -> str:
     return ",".join(_CAP_NAMES.get(cap, f"cap_{cap}") for cap in range(64) if mask >> cap & 1)
 
 
 _CAP_NAMES: Final = {CAP_NET_RAW: "cap_net_raw", 10: "cap_net_bind_service", 12: "cap_net_admin"}
-
-
-def secret_files(config: Config) -> list[tuple[str, str]]:
-    """``(path, what it holds)`` for every file the configuration names that holds a secret."""
-    found = []
-    mqtt, web = config.mqtt, config.web
-    if mqtt is not None and mqtt.password_file is not None:
-        found.append((mqtt.password_file, "the MQTT password"))
-    if mqtt is not None and mqtt.tls is not None and mqtt.tls.key_file is not None:
-        found.append((mqtt.tls.key_file, "the MQTT client key"))
-    if web.config_file is not None:
-        found.append((web.config_file, "basic-auth password hashes"))
-        tls = web.tls_server_config
-        if tls is not None:
-            found.append((str(Path(web.config_file).parent / tls.key_file), "the HTTPS key"))
-    return found
-
-
-def warn_exposed_secrets(config: Config) -> None:
-    """A warning for each secret file that every local user may read, or others may write.
-
-    Group-readable is the intended set-up (root:vcmon, 0640), so it is not warned about.
-    """
-    for path, what in secret_files(config):
-        try:
-            mode = os.stat(path).st_mode
-        except OSError:
-            continue  # reported where the file is read
-        if mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
-            log.warning("secret_file_exposed", file=path, mode=f"{stat.S_IMODE(mode):04o}",
-                        holds=what, hint=f"chmod 0640 {path} (owner root, group of vcmon's "
-                        "user) or 0600 for the user vcmon runs as")
-
-
-def check_reloaded(before: Config, after: Config) -> None:
-    """The daemon's hook on reload: secrets exposed, and settings that wait for a restart."""
-    warn_exposed_secrets(after)
-    waiting = [name for name, old, new in (
-        ("web tls_server_config", before.web.tls_server_config, after.web.tls_server_config),
-        ("user", before.user, after.user), ("group", before.group, after.group)) if old != new]
-    if waiting:
-        log.warning("restart_needed", settings=", ".join(waiting),
-                    hint="the listener and the user are set at start; restart vcmon to apply")

@@ -14,8 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from monitor.api import register_routes, site_records, tallies
-from monitor.config import Config, parse_config
 from monitor.health import HealthTracker
+from monitor.inventory import Config, parse_config
 from monitor.state import SiteTable
 from probes import Outcome, ProbeResult
 

@@ -25,9 +25,9 @@ import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
-from monitor.config import ConfigError, load_config, parse_config
 from monitor.daemon import Daemon
-from monitor.webconfig import WebUsers
+from monitor.inventory import ConfigError, load_config, parse_config
+from monitor.inventory.web import WebUsers
 from tests.conftest import free_port
 from tests.mqtt.broker import skip_unless_mosquitto
 from tests.mqtt.common import sample, until

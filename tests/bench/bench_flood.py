@@ -64,8 +64,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _common import assert_loopback, percentile, target_addresses
 
 from probes import ProbeResult
-from probes._icmp_packet import checksum
 from probes.icmp import IcmpEngine, Mode
+from probes.icmp_packet import checksum
 from tests.bench._service import require_root
 from tests.netns import NetNamespace
 

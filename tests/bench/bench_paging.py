@@ -48,8 +48,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from monitor.config import load_config
 from monitor.health import HealthTracker
+from monitor.inventory import load_config
 from monitor.lab import control, netlab
 from monitor.lab.netlab import Lab
 from monitor.lab.profiles import Profile

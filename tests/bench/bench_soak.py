@@ -77,7 +77,7 @@ from _service import (
 )
 from paho.mqtt.enums import CallbackAPIVersion
 
-from monitor.config import parse_config
+from monitor.inventory import parse_config
 from monitor.lab import control, netlab
 from monitor.lab.netlab import Lab
 from monitor.lab.profiles import Profile

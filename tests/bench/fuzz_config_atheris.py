@@ -27,7 +27,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["monitor", "yaml"]):
-    from monitor.config import Config, ConfigError, load_config
+    from monitor.inventory import Config, ConfigError, load_config
 
 FOLDER = Path(tempfile.mkdtemp(prefix="vcmon-atheris-"))
 FILES = (FOLDER / "fuzz.yaml", FOLDER / "fuzz.csv")

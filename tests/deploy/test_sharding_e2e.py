@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from monitor.config import default_config
-from monitor.shard import Shard, select
+from monitor.inventory import default_config
+from monitor.inventory.shard import Shard, select
 from tests.conftest import free_port, stop_process, wait_until
 from tests.deploy.conftest import PROMETHEUS_DIR, ROOT, run, tool
 

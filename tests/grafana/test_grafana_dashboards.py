@@ -16,7 +16,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from grafana.build import DASHBOARDS, DASHBOARDS_DIR, rendered
-from monitor.thresholds import Thresholds
+from monitor.inventory.thresholds import Thresholds
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
 PROVISIONING = DASHBOARDS_DIR.parent / "provisioning"

@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from grafana.build import DASHBOARDS, DASHBOARDS_DIR
-from monitor.config import load_config
+from monitor.inventory import load_config
 from monitor.lab import netlab
 from monitor.lab.netlab import Lab
 from monitor.lab.state import LabState, read_state

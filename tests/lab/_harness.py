@@ -21,8 +21,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config import Config, parse_config
 from monitor.daemon import Daemon
+from monitor.inventory import Config, parse_config
 from monitor.lab import netlab
 from monitor.lab.netlab import Lab
 from monitor.stats import Sample, WindowStats, summarize

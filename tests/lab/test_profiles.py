@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from monitor.config import Config
+from monitor.inventory import Config
 from monitor.lab.profiles import (
     SCENARIOS,
     TIER_DELAY_MS,

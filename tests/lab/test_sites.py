@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from monitor.cli import main
-from monitor.config import default_config, load_config
+from monitor.inventory import default_config, load_config
 from monitor.lab.netlab import LAB_RANGE, Lab
 from monitor.lab.profiles import LabError, Profile
 from monitor.lab.responder import Responder

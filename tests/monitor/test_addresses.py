@@ -1,4 +1,4 @@
-"""The dotted-quad shortcut in monitor._addresses agrees with ipaddress everywhere."""
+"""The dotted-quad shortcut in monitor.inventory.fields agrees with ipaddress everywhere."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor._addresses import address_key, check_address
+from monitor.inventory.fields import address_key, check_address
 
 _quad_like = st.lists(
     st.text(alphabet="0123456789٣", min_size=0, max_size=4), min_size=1, max_size=5

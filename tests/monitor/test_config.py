@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from monitor.config import (
+from monitor.inventory import (
     Config,
     ConfigError,
     ProbeOverrides,

@@ -35,9 +35,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor import _limits
-from monitor._text import MAX_NAME_CHARS
-from monitor.config import Config, ConfigError, parse_config
+from monitor.inventory import Config, ConfigError, limits, parse_config
+from monitor.inventory.reading import MAX_NAME_CHARS
 
 DOCS = int(os.environ.get("VCMON_FUZZ_DOCS", "10000"))
 SEED = int(os.environ.get("VCMON_FUZZ_SEED", "11"))
@@ -242,7 +241,7 @@ def bomb(rng: random.Random) -> str:
     if kind == 4:  # deep block nesting
         return "".join(" " * i + "k:\n" for i in range(rng.choice((30, 70, 1500))))
     if kind == 5:  # one huge value: plain, quoted, literal block, or a key
-        size = rng.choice((_limits.MAX_SCALAR_CHARS, _limits.MAX_SCALAR_CHARS + 1))
+        size = rng.choice((limits.MAX_SCALAR_CHARS, limits.MAX_SCALAR_CHARS + 1))
         return rng.choice([
             "sites: " + "x" * size + "\n",
             'sites: "' + "x" * size + '"\n',
@@ -440,7 +439,7 @@ BOMBS = {
                          "the document nests more than 64"),
     "50 MB value": ("sites: " + "x" * 50_000_000, "a value of 50,000,000 characters starts here"),
     "1 MB key": ("x" * 1_000_000 + ": 1\n", "a value of 1,000,000 characters starts here"),
-    "200,001 sites": ("sites: [" + "{}, " * (_limits.MAX_SITES + 1) + "]\n",
+    "200,001 sites": ("sites: [" + "{}, " * (limits.MAX_SITES + 1) + "]\n",
                       "more than 200,000 items are listed here"),
     "sexagesimal": ("sites: [{id: a, name: " + ":".join(["1"] + ["59"] * 3000) + "}]\n",
                     "sites[0].name: expected text, found a whole number of about 5,"),
@@ -471,7 +470,7 @@ def test_bomb_is_refused_quickly_in_little_memory(name: str) -> None:
 
 
 def test_nesting_up_to_the_limit_is_read() -> None:
-    nested = "[" * (_limits.MAX_DEPTH - 1) + "]" * (_limits.MAX_DEPTH - 1)
+    nested = "[" * (limits.MAX_DEPTH - 1) + "]" * (limits.MAX_DEPTH - 1)
     # read whole, so the models have their say
     with pytest.raises(ConfigError, match=r"fuzz\.yaml:1: sites\[0\]: expected a mapping of keys"):
         parse_config("sites: " + nested.replace("[]", "[x]", 1), "fuzz.yaml")
@@ -487,7 +486,7 @@ def test_nesting_up_to_the_limit_is_read() -> None:
 def test_each_limit_names_the_line_and_what_to_do(
     monkeypatch: pytest.MonkeyPatch, limit: str, value: int, text: str, expected: str
 ) -> None:
-    monkeypatch.setattr(_limits, limit, value)
+    monkeypatch.setattr(limits, limit, value)
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "inv.yaml")
     (problem,) = caught.value.problems
@@ -502,7 +501,7 @@ def test_a_document_libyaml_rejects_is_retold_by_pure_python_unless_large(
     line = text.count("\n")
     with pytest.raises(ConfigError, match=rf"<string>:{line}: .*expected ',' or '}}', but got ']'"):
         parse_config(text)
-    monkeypatch.setattr(_limits, "MAX_RETOLD_CHARS", 100)
+    monkeypatch.setattr(limits, "MAX_RETOLD_CHARS", 100)
     # libyaml's words for the same fault, on the same line
     with pytest.raises(ConfigError, match=rf"<string>:{line}: .*did not find expected ',' or '}}'"):
         parse_config(text)

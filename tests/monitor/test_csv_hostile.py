@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor import _limits
 from monitor.api import site_records
-from monitor.config import ConfigError, load_config
 from monitor.health import HealthTracker
+from monitor.inventory import ConfigError, limits, load_config
 from monitor.report.model import build
 from monitor.report.render import cell, render
 from monitor.state import SiteTable
@@ -154,12 +153,12 @@ def test_a_nul_byte_is_refused_with_its_line(tmp_path: Path) -> None:
 
 
 def test_limits_on_rows_and_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_limits, "MAX_SITES", 1)
+    monkeypatch.setattr(limits, "MAX_SITES", 1)
     path = write(tmp_path / "sites.csv", "\n".join([HEADER, *ROWS]).encode())
     assert problems(path) == [
         f"{path}:3: sites: more than 1 sites are listed, more than one vcmon handles; split "
         "the inventory into shards, one vcmon each"]
-    monkeypatch.setattr(_limits, "MAX_SITES", 10)
+    monkeypatch.setattr(limits, "MAX_SITES", 10)
     path = write(tmp_path / "sites.csv", f'{HEADER}\nxa,"{"x" * 70_000}\n'.encode())
     assert problems(path) == [
         f"{path}:2: a cell of 70,001 characters starts on this line, longer than the 65,536 "

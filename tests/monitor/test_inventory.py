@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 
-from monitor.config import default_config, parse_config
-from monitor.inventory import provision_counts, render_tree, tier_counts
+from monitor.inventory import default_config, parse_config
+from monitor.report.tree import provision_counts, render_tree, tier_counts
 
 SMALL = """\
 sites:

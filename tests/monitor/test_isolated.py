@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor import _isolated
-from monitor._isolated import load_config_isolated, load_config_isolated_async
-from monitor.config import ConfigError, load_config
+from monitor.inventory import ConfigError, isolated, load_config
+from monitor.inventory.isolated import load_config_isolated, load_config_isolated_async
 
 DATA = Path(__file__).parent / "testdata"
 
@@ -50,7 +49,7 @@ def test_a_child_that_dies_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     def dying(path: str) -> bytes:
         os._exit(3)
 
-    monkeypatch.setattr(_isolated, "read_pickled", dying)
+    monkeypatch.setattr(isolated, "read_pickled", dying)
     with pytest.raises(ConfigError) as failed:
         load_config_isolated("/etc/vcmon/x.yaml")
     assert str(failed.value) == (
@@ -77,7 +76,7 @@ def test_a_bug_in_the_reader_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path:
     def broken(_: object) -> None:
         raise KeyError("district")
 
-    monkeypatch.setattr(_isolated, "load_config", broken)
+    monkeypatch.setattr(isolated, "load_config", broken)
     with pytest.raises(ConfigError) as failed:
         load_config_isolated(str(path))
     assert "reading the inventory failed (KeyError: 'district')" in str(failed.value)
@@ -112,7 +111,7 @@ def test_the_child_reads_where_setrlimit_is_forbidden(
     monkeypatch.setattr(resource, "getrlimit", lambda _: (resource.RLIM_INFINITY,) * 2)
     path = tmp_path / "sites.yaml"
     path.write_text("sites:\n  - {id: tinh, name: Tỉnh, tier: province, address: 127.0.0.10}\n")
-    config = pickle.loads(_isolated.read_pickled(str(path)))
+    config = pickle.loads(isolated.read_pickled(str(path)))
     assert config.site("tinh").address == "127.0.0.10"
 
 
@@ -125,9 +124,9 @@ def test_the_child_is_limited_above_what_the_daemon_maps(
     monkeypatch.setattr(resource, "getrlimit", lambda _: (resource.RLIM_INFINITY,) * 2)
     path = tmp_path / "sites.yaml"
     path.write_text("sites:\n  - {id: tinh, name: Tỉnh, tier: province, address: 127.0.0.10}\n")
-    _isolated.read_pickled(str(path))
+    isolated.read_pickled(str(path))
     with open("/proc/self/statm", "rb") as statm:
         mapped = int(statm.read().split()[0]) * resource.getpagesize()
-    assert mapped < limits[resource.RLIMIT_AS] - _isolated.MEMORY_LIMIT + (64 << 20)
-    assert limits[resource.RLIMIT_AS] >= _isolated.MEMORY_LIMIT
-    assert limits[resource.RLIMIT_CPU] == _isolated.CPU_SECONDS
+    assert mapped < limits[resource.RLIMIT_AS] - isolated.MEMORY_LIMIT + (64 << 20)
+    assert limits[resource.RLIMIT_AS] >= isolated.MEMORY_LIMIT
+    assert limits[resource.RLIMIT_CPU] == isolated.CPU_SECONDS

@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor import exposition
-from monitor.config import parse_config
 from monitor.exposition import render_sites
 from monitor.health import HealthTracker
+from monitor.inventory import parse_config
 from monitor.metrics import DaemonCollector, DaemonMetrics, render
 from monitor.state import SiteTable
 from probes import Outcome, ProbeResult

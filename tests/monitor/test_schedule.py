@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from monitor.schedule import Schedule
+from monitor.inventory.calendar import Schedule
 
 
 def at(text: str) -> datetime:

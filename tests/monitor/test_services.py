@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config import parse_config
 from monitor.daemon import Daemon
 from monitor.health import HealthTracker, Status
+from monitor.inventory import parse_config
 from monitor.metrics import render
 from monitor.services import ServiceRunner, render_services
 from monitor.state import SiteTable

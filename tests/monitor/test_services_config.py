@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.config import SERVICE_MODELS, ConfigError, parse_config
+from monitor.inventory import ConfigError, parse_config
+from monitor.inventory.schema import SERVICE_MODELS
 from probes import KINDS
 
 SITES = """
@@ -86,7 +87,8 @@ ONE = "sites:\n  - id: a\n    name: A\n    tier: province\n    address: 127.0.0.
      "e.g. name: sip-2"),
     ("[{kind: sip, name: SIP TCP}]",
      'sites.yml:6: sites[0].probes[0].name: "SIP TCP" is not a valid probe name; use 1 to 63 '
-     'lowercase ASCII letters, digits, "-" and "_", e.g. sip-tcp'),
+     'lowercase ASCII letters, digits, "-" and "_", starting with a letter or digit, '
+     "e.g. sip-tcp"),
     ("[{kind: http, url: 10.0.0.5/health}]",
      'sites.yml:6: sites[0].probes[0].url: "10.0.0.5/health" is not an http:// or https:// '
      "URL with a host; write e.g. https://10.0.0.5/api/health"),

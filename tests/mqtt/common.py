@@ -11,8 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from monitor.config import Config, parse_config
 from monitor.daemon import Daemon
+from monitor.inventory import Config, parse_config
 from tests.conftest import free_port
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.config import load_config
 from monitor.daemon import Daemon
+from monitor.inventory import load_config
 from tests.conftest import free_port
 from tests.mqtt.broker import Broker, skip_unless_mosquitto
 from tests.mqtt.common import (

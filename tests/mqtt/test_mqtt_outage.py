@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.config import Config
 from monitor.health import HealthTracker, StateChange, Status
+from monitor.inventory import Config
 from monitor.mqtt import MqttPublisher
 from monitor.state import SiteTable
 from tests.mqtt.broker import Broker, skip_unless_mosquitto

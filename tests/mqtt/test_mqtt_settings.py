@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor._mqtt_settings import MqttSettings, MqttSetupError, MqttTls
-from monitor.config import ConfigError, parse_config
+from monitor.inventory import ConfigError, parse_config
+from monitor.inventory.mqtt import MqttSettings, MqttSetupError, MqttTls
 
 HALL = "sites: [{id: hall, name: Hội trường Tỉnh ủy, tier: province, address: 127.10.0.1}]\n"
 

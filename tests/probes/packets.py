@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import struct
 
-from probes._icmp_packet import (
+from probes import Outcome
+from probes.icmp_packet import (
     BAD_CHECKSUM,
     COOKIE,
     FOREIGN,
@@ -14,7 +15,6 @@ from probes._icmp_packet import (
     EchoRequest,
     checksum,
 )
-from probes._result import Outcome
 
 IDENT = 0xBEEF
 SECRET = bytes.fromhex("01234567")

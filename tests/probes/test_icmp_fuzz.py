@@ -23,8 +23,8 @@ import socket
 import struct
 from collections import Counter
 
-from probes._icmp_packet import BAD_CHECKSUM, Decoder, checksum_ok
-from probes._result import Outcome
+from probes import Outcome
+from probes.icmp_packet import BAD_CHECKSUM, Decoder, checksum_ok
 from tests.probes.mutate import ihl, mutants, no_ip_header
 from tests.probes.packets import (
     IDENT,

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probes._icmp_packet import (
+from probes import Outcome
+from probes.icmp_packet import (
     BAD_CHECKSUM,
     COOKIE,
     FOREIGN,
@@ -20,7 +21,7 @@ from probes._icmp_packet import (
     checksum_ok,
     describe_error,
 )
-from probes._icmp_socket import (
+from probes.icmp_socket import (
     IP_RECVERR,
     IPV6_RECVERR,
     SO_EE_ORIGIN_ICMP,
@@ -28,7 +29,6 @@ from probes._icmp_socket import (
     extended_error,
     receive_time_ns,
 )
-from probes._result import Outcome
 from tests.probes.packets import (
     IDENT,
     KINDS,

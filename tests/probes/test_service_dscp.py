@@ -12,8 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from probes import ProbeResult, http, sip, tcp
-from probes._service import parse_dscp, tos_byte
+from probes import ProbeResult, http, parse_dscp, sip, tcp, tos_byte
 from probes.icmp import IcmpEngine
 from tests.conftest import free_port
 

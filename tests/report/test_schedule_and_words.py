@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from monitor.config import Config, ConfigError, parse_config
 from monitor.health import HealthTracker
+from monitor.inventory import Config, ConfigError, parse_config
+from monitor.inventory.reports import ReportSettings
 from monitor.report import i18n
 from monitor.report.model import previous_slot
-from monitor.report.settings import ReportSettings
 from monitor.report.writer import conference_days, next_slot, write_report
 from monitor.state import SiteTable
 from probes import Outcome, ProbeResult
@@ -148,8 +148,8 @@ def test_the_reasons_health_gives_are_the_ones_translated() -> None:
 
 
 def test_every_status_tier_and_provision_has_both_languages() -> None:
-    from monitor._site_types import Provision, Tier
     from monitor.api import STATUSES
+    from monitor.inventory.fields import Provision, Tier
 
     for lang in ("vi", "en"):
         assert all(i18n.status(s, lang) != s for s in STATUSES)

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config import load_config
 from monitor.daemon import Daemon
+from monitor.inventory import load_config
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets need root here")

@@ -279,7 +279,7 @@ USER_PROBLEMS = {
 
 @pytest.mark.parametrize("text", sorted(USER_PROBLEMS))
 def test_user_and_group_problems(text: str) -> None:
-    from monitor.config import ConfigError, parse_config
+    from monitor.inventory import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as caught:
         parse_config(text + inventory(9470).split("\n", 1)[1], "sites.yaml")
@@ -287,7 +287,7 @@ def test_user_and_group_problems(text: str) -> None:
 
 
 def test_user_and_group_by_number() -> None:
-    from monitor.config import parse_config
+    from monitor.inventory import parse_config
 
     config = parse_config("user: '65534'\ngroup: '0'\n" + inventory(9470), "sites.yaml")
     assert config.identity is not None

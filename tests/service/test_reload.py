@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config import load_config
 from monitor.daemon import Daemon
+from monitor.inventory import load_config
 from monitor.metrics import render
 from tests.conftest import free_port
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import parse_config
 from monitor.daemon import Daemon
+from monitor.inventory import parse_config
 from monitor.system.sdnotify import Notifier
 from tests.conftest import free_port
 

@@ -54,9 +54,10 @@ def test_unit_asks_for_what_the_daemon_does() -> None:
 
 
 def test_the_example_config_is_valid_and_sets_every_option() -> None:
-    from monitor.config import SERVICE_MODELS, Config, ProbeSettings, load_config
-    from monitor.schedule import Schedule
-    from monitor.thresholds import HealthSettings
+    from monitor.inventory import Config, ProbeSettings, load_config
+    from monitor.inventory.calendar import Schedule
+    from monitor.inventory.schema import SERVICE_MODELS
+    from monitor.inventory.thresholds import HealthSettings
 
     example = UNIT.parents[1] / "vcmon.example.yaml"
     config = load_config(example)

@@ -16,16 +16,14 @@ from typing import Annotated
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     ValidationInfo,
     field_validator,
 )
 
-from monitor._addresses import check_address
-from monitor._duration import parse_duration
-from monitor._problems import show
-from monitor._problems import show_number as _num
+from monitor.inventory.fields import DURATION, between, check_address
+from monitor.inventory.problems import show
+from monitor.inventory.problems import show_number as _num
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOPIC_LEVEL_FORBIDDEN = frozenset("+#\0")
@@ -33,16 +31,6 @@ _TOPIC_LEVEL_FORBIDDEN = frozenset("+#\0")
 
 class MqttSetupError(Exception):
     """The broker cannot be tried yet: a password or TLS file is missing or unreadable."""
-
-
-def _within(low: float, high: float, unit: str) -> AfterValidator:
-    def check(value: float) -> float:
-        if low <= value <= high:
-            return value
-        raise ValueError(
-            f"{_num(value)} {unit} is out of range; use {_num(low)} to {_num(high)} {unit}")
-
-    return AfterValidator(check)
 
 
 def _check_port(port: int) -> int:
@@ -92,15 +80,14 @@ def _check_env_name(name: str) -> str:
     return name
 
 
-_DURATION = BeforeValidator(parse_duration)
 Port = Annotated[int, AfterValidator(_check_port)]
 # paho sends the keepalive as a 16-bit number of seconds; below 5 s a busy link flaps
-Keepalive = Annotated[float, _DURATION, _within(5, 65535, "seconds")]
+Keepalive = Annotated[float, DURATION, between(5, 65535, "seconds")]
 # from 10 ms for tests and labs; against a real broker 1 s or more
-Backoff = Annotated[float, _DURATION, _within(0.01, 3600, "seconds")]
+Backoff = Annotated[float, DURATION, between(0.01, 3600, "seconds")]
 # One message per site per period; faster than once a second is a job for /metrics.
-MeasurementsEvery = Annotated[float, _DURATION, _within(1, 86400, "seconds")]
-QueueSize = Annotated[int, _within(10, 1_000_000, "messages")]
+MeasurementsEvery = Annotated[float, DURATION, between(1, 86400, "seconds")]
+QueueSize = Annotated[int, between(10, 1_000_000, "messages")]
 
 
 class MqttTls(BaseModel):

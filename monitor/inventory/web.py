@@ -30,8 +30,8 @@ from pydantic import (
     model_validator,
 )
 
-from monitor._problems import ConfigError, Problem, explain, show, unknown_name
-from monitor._yamlpos import load_yaml
+from monitor.inventory.problems import ConfigError, Problem, explain, show, unknown_name
+from monitor.inventory.yamlfile import load_yaml
 
 # Go's crypto/tls names, as web.yml spells them; Python's ssl module can verify a client
 # certificate or not ask for one, but cannot accept one without checking it, so

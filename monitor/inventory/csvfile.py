@@ -6,8 +6,8 @@ import csv
 import io
 from typing import Any
 
-from monitor import _limits
-from monitor._problems import ConfigError, Document, Problem, show, unknown_name
+from monitor.inventory import limits
+from monitor.inventory.problems import ConfigError, Document, Problem, show, unknown_name
 
 # column -> where its cell goes in a site
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -59,14 +59,14 @@ def load_csv(text: str, file: str) -> Document:
 
 
 def _check_row(row: list[str], file: str, line: int, sites: int) -> None:
-    if sites >= _limits.MAX_SITES:
-        message = (f"more than {_limits.MAX_SITES:,} sites are listed, more than one vcmon "
+    if sites >= limits.MAX_SITES:
+        message = (f"more than {limits.MAX_SITES:,} sites are listed, more than one vcmon "
                    "handles; split the inventory into shards, one vcmon each")
         raise ConfigError([Problem(file, line, "sites", message)])
     for cell in row:
-        if len(cell) > _limits.MAX_SCALAR_CHARS:
+        if len(cell) > limits.MAX_SCALAR_CHARS:
             message = (f"a cell of {len(cell):,} characters starts on this line, longer than "
-                       f"the {_limits.MAX_SCALAR_CHARS:,} vcmon accepts; shorten it, or close "
+                       f"the {limits.MAX_SCALAR_CHARS:,} vcmon accepts; shorten it, or close "
                        "the quote left open")
             raise ConfigError([Problem(file, line, "", message)])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from monitor._addresses import address_key
-from monitor._problems import Loc, did_you_mean, show
+from monitor.inventory.fields import address_key
+from monitor.inventory.problems import Loc, did_you_mean, show
 
 # a problem's place in the document, and what to say about it
 Found = tuple[Loc, str]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from monitor._problems import ConfigError, Problem, show
+from monitor.inventory.problems import ConfigError, Problem, show
 
 MAX_NAME_CHARS = 200
 

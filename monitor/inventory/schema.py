@@ -7,10 +7,6 @@ so that an operator fixes an inventory in one pass rather than one error per res
 from __future__ import annotations
 
 import functools
-import os
-import re
-from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -30,67 +26,39 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from monitor import _limits
-from monitor._addresses import check_address, check_listen
-from monitor._csvsites import load_csv
-from monitor._duration import parse_duration
-from monitor._links import Found, link_problems
-from monitor._mqtt_settings import MqttSettings
-from monitor._problems import (
-    ConfigError,
-    Document,
+from monitor.inventory.calendar import Schedule, schedule_references
+from monitor.inventory.fields import (
+    DURATION,
+    Provision,
+    Slug,
+    Tier,
+    between,
+    check_address,
+    check_listen,
+    slug,
+)
+from monitor.inventory.identity import Identity, check_group, check_user, resolve
+from monitor.inventory.links import Found, link_problems
+from monitor.inventory.mqtt import MqttSettings
+from monitor.inventory.problems import (
     Loc,
-    Problem,
     explain,
     field_path,
     show,
     unknown_name,
 )
-from monitor._problems import show_number as _num
-from monitor._site_types import Provision, Tier
-from monitor._text import clean_name, clean_text, decode
-from monitor._yamlpos import load_yaml
-from monitor.report.settings import ReportSettings
-from monitor.schedule import Schedule, schedule_references
-from monitor.shard import Shard
-from monitor.system.privileges import Identity, check_group, check_user, resolve
-from monitor.thresholds import HealthSettings, ThresholdOverrides, Thresholds
-from monitor.webconfig import WebSettings
-from probes import KINDS
-from probes._service import Dscp, ServiceSpec
-
-__all__ = [
-    "Config",
-    "ConfigError",
-    "Contact",
-    "Contract",
-    "ProbeOverrides",
-    "ProbeSettings",
-    "Problem",
-    "Provision",
-    "ServiceProbe",
-    "Site",
-    "Tier",
-    "default_config",
-    "load_config",
-    "parse_config",
-]
-
+from monitor.inventory.problems import show_number as _num
+from monitor.inventory.reading import clean_name, clean_text
+from monitor.inventory.reports import ReportSettings
+from monitor.inventory.shard import Shard
+from monitor.inventory.thresholds import HealthSettings, ThresholdOverrides, Thresholds
+from monitor.inventory.web import WebSettings
+from probes import KINDS, Dscp, ServiceSpec
 
 # Validated by the Config model itself, but reported from the raw document by the loader,
 # which can do so even when other parts of the file are invalid, and knows the lines.
-_RECHECKED = frozenset({"site_links", "probe_settings", "schedule_references"})
-_LOADER_FIELDS = frozenset({"source"})
-
-
-def _between(low: float, high: float | None, unit: str) -> AfterValidator:
-    def check(value: float) -> float:
-        if low <= value and (high is None or value <= high):
-            return value
-        allowed = f"at least {_num(low)}" if high is None else f"{_num(low)} to {_num(high)}"
-        raise ValueError(f"{_num(value)} {unit} is out of range; use {allowed} {unit}")
-
-    return AfterValidator(check)
+RECHECKED = frozenset({"site_links", "probe_settings", "schedule_references"})
+LOADER_FIELDS = frozenset({"source"})
 
 
 def _known_kind(kind: str) -> str:
@@ -102,33 +70,24 @@ def _known_kind(kind: str) -> str:
     return kind
 
 
-_DURATION = BeforeValidator(parse_duration)
 Kind = Annotated[str, AfterValidator(_known_kind)]
-Interval = Annotated[float, _DURATION, _between(0.01, 3600, "seconds")]
-Timeout = Annotated[float, _DURATION, _between(0.001, 60, "seconds")]
-Burst = Annotated[int, _between(1, 100, "packets")]
-BurstSpacing = Annotated[float, _DURATION, _between(0, None, "seconds")]
+Interval = Annotated[float, DURATION, between(0.01, 3600, "seconds")]
+Timeout = Annotated[float, DURATION, between(0.001, 60, "seconds")]
+Burst = Annotated[int, between(1, 100, "packets")]
+BurstSpacing = Annotated[float, DURATION, between(0, None, "seconds")]
 # 16 bytes carry the engine's cookie and counter; 1472 fills one 1500-byte Ethernet frame
-PayloadSize = Annotated[int, _between(16, 1472, "bytes")]
+PayloadSize = Annotated[int, between(16, 1472, "bytes")]
 # a window holds every sample it covers; a day of 1/s samples per site is the ceiling
-Window = Annotated[float, _DURATION, _between(0.01, 86400, "seconds")]
-DownAfter = Annotated[int, _between(1, None, "packets")]
-ResolveInterval = Annotated[float, _DURATION, _between(1, None, "seconds")]
-_PROBE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-
-
-def _check_probe_name(name: str) -> str:
-    if _PROBE_NAME.fullmatch(name):
-        return name
-    raise ValueError(f'{show(name)} is not a valid probe name; use 1 to 63 lowercase ASCII '
-                     'letters, digits, "-" and "_", e.g. sip-tcp')
+Window = Annotated[float, DURATION, between(0.01, 86400, "seconds")]
+DownAfter = Annotated[int, between(1, None, "packets")]
+ResolveInterval = Annotated[float, DURATION, between(1, None, "seconds")]
 
 
 class ServiceProbe(ServiceSpec):
     """One entry of a ``probes:`` list: when and how often, then the kind's own settings."""
 
     # the `probe` label of its series; two probes of one site need different names
-    name: Annotated[str, AfterValidator(_check_probe_name)] | None = None
+    name: Annotated[str, slug("probe name", "sip-tcp")] | None = None
     interval: Interval = 10.0
     timeout: Timeout = 2.0
     down_after: DownAfter = 3
@@ -167,8 +126,8 @@ SERVICE_MODELS: dict[str, type[ServiceProbe]] = {
                        kind=(Literal[name], ...))  # type: ignore[arg-type]
     for name, kind in KINDS.items()
 }
-# importable by name (monitor.config.TcpProbe …), as pickle needs: the daemon gets its
-# inventory from a forked child (monitor/_isolated.py)
+# importable by name (monitor.inventory.schema.TcpProbe …), as pickle needs: the daemon gets its
+# inventory from a forked child (monitor/inventory/isolated.py)
 for _model in SERVICE_MODELS.values():
     _model.__module__ = __name__
     globals()[_model.__name__] = _model
@@ -268,11 +227,11 @@ def _merged(defaults: ProbeSettings, overrides: ProbeOverrides) -> ProbeSettings
     )
 
 
-def _merge_problems(defaults: ProbeSettings, overrides: ProbeOverrides, at: Loc) -> list[Found]:
+def merge_problems(defaults: ProbeSettings, overrides: ProbeOverrides, at: Loc) -> list[Found]:
     try:
         _merged(defaults, overrides)
     except ValidationError as exc:
-        found = (_described(e, ProbeSettings) for e in exc.errors())
+        found = (described(e, ProbeSettings) for e in exc.errors())
         return [((*at, *loc), message) for loc, message in found]
     return []
 
@@ -295,25 +254,12 @@ class Contract(BaseModel):
     reference: Text | None = None
 
 
-# usable as a Prometheus label value and as one MQTT topic level (no "+", "#" or "/")
-_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-
-
-def _check_slug(site_id: str) -> str:
-    if _SLUG.fullmatch(site_id):
-        return site_id
-    raise ValueError(
-        f'{show(site_id)} is not a valid site id; use 1 to 63 lowercase ASCII letters, digits, "-" '
-        'and "_", starting with a letter or digit, e.g. bn-tiendu-xa-lac-ve'
-    )
-
-
 class Site(BaseModel):
     """One video-conference endpoint."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    id: Annotated[str, AfterValidator(_check_slug)]
+    id: Slug
     name: Annotated[str, AfterValidator(clean_name)]
     tier: Tier
     parent: str | None = None
@@ -371,11 +317,11 @@ class Config(BaseModel):
     mqtt: MqttSettings | None = None
     # None: the daemon writes no scheduled reports (``vcmon report`` still works)
     reports: ReportSettings | None = None
-    # None: one instance probes every site; else only its shard (``monitor.shard``)
+    # None: one instance probes every site; else only its shard (``monitor.inventory.shard``)
     shard: Shard | None = None
     # TLS and basic auth of the HTTP endpoints (a Prometheus web.yml), POST /-/reload
     web: WebSettings = Field(default_factory=WebSettings)
-    # started as root: who vcmon becomes once its sockets are open (monitor/system/privileges.py)
+    # started as root: who vcmon becomes once its sockets are open (monitor/inventory/identity.py)
     user: Annotated[str, AfterValidator(check_user)] | None = None
     group: Annotated[str, AfterValidator(check_group)] | None = None
     sites: list[Site]
@@ -413,7 +359,7 @@ class Config(BaseModel):
             problem
             for i, site in enumerate(self.sites)
             if site.probe is not None
-            for problem in _merge_problems(self.defaults, site.probe, ("sites", i, "probe"))
+            for problem in merge_problems(self.defaults, site.probe, ("sites", i, "probe"))
         ]
         if found:
             raise _summary("probe_settings", found)
@@ -457,7 +403,7 @@ class Config(BaseModel):
         return list(self._children[site_id])
 
 
-def _described(error: ErrorDetails, root: type[BaseModel],
+def described(error: ErrorDetails, root: type[BaseModel],
                hidden: frozenset[str] = frozenset()) -> tuple[Loc, str]:
     """Where an error is and what to do, with the kind that pydantic puts in the path of
     a ``probes:`` entry left out (``probes[1].sip.port`` is ``probes[1].port``)."""
@@ -475,84 +421,3 @@ def _described(error: ErrorDetails, root: type[BaseModel],
 def _summary(kind: str, found: list[Found]) -> PydanticCustomError:
     summary = "; ".join(f"{field_path(loc)}: {message}" for loc, message in found)
     return PydanticCustomError(kind, "{summary}", {"summary": summary})
-
-
-def parse_config(text: str, source: str = "<string>") -> Config:
-    """The inventory in YAML ``text``; ``source`` names it in error messages."""
-    return _build(load_yaml(text, source))
-
-
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """The inventory in a .yaml/.yml file, or a .csv site list with default settings."""
-    file = os.fspath(path)
-    suffix = Path(file).suffix.lower()
-    if suffix not in (".yaml", ".yml", ".csv"):
-        message = "the inventory's format is unknown; name the file .yaml, .yml or .csv"
-        raise ConfigError([Problem(file, None, "", message)])
-    try:
-        with open(file, "rb") as stream:
-            # a device or a pipe has no size to check first
-            raw = stream.read(_limits.MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        why = exc.strerror or exc
-        message = f"cannot read the inventory ({why}); check the path and its permissions"
-        raise ConfigError([Problem(file, None, "", message)]) from None
-    if len(raw) > _limits.MAX_FILE_BYTES:
-        line = raw.count(b"\n", 0, _limits.MAX_FILE_BYTES) + 1
-        message = (f"the file is larger than {_limits.MAX_FILE_BYTES:,} bytes (it passes that "
-                   "on this line); check it is the right file, or split the sites into shards")
-        raise ConfigError([Problem(file, line, "", message)])
-    text = decode(raw, file)
-    return _build(load_csv(text, file) if suffix == ".csv" else load_yaml(text, file))
-
-
-def default_config() -> Config:
-    """The embedded demo inventory (Bắc Ninh, 240 sites on loopback addresses)."""
-    text = resources.files("monitor").joinpath("data/default-inventory.yaml").read_text("utf-8")
-    return parse_config(text, "<embedded>")
-
-
-def _build(document: Document) -> Config:
-    data, problems = document.data, list(document.problems)
-    if not isinstance(data, dict):
-        message = f"the inventory is {show(data)}, not a mapping; start it with sites:"
-        raise ConfigError([*problems, document.problem((), message)])
-    problems += [
-        document.problem((key,), f"{key} is set by vcmon, not by the inventory; remove it")
-        for key in _LOADER_FIELDS & data.keys()
-    ]
-    try:
-        config = Config.model_validate({**data, "source": document.file})
-    except ValidationError as exc:
-        problems += [
-            document.problem(*_described(error, Config, _LOADER_FIELDS))
-            for error in exc.errors()
-            if error["type"] not in _RECHECKED
-        ]
-        problems += [document.problem(loc, message) for loc, message in _recheck(document)]
-        raise ConfigError(problems) from None
-    if problems:
-        raise ConfigError(problems)
-    return config
-
-
-def _recheck(document: Document) -> list[Found]:
-    """The checks across sites and the merged probe settings, on the raw document."""
-    sites = document.data.get("sites")
-    if not isinstance(sites, list):
-        return []
-    raw = [site if isinstance(site, dict) else {} for site in sites]
-    found = link_problems(raw, lambda i: f"sites[{i}] (line {document.line(('sites', i))})")
-    ids = {site["id"] for site in raw if isinstance(site.get("id"), str)}
-    found += schedule_references(document.data.get("schedule"), ids)
-    try:
-        defaults = ProbeSettings.model_validate(document.data.get("defaults", {}))
-    except ValidationError:
-        return found
-    for i, site in enumerate(raw):
-        try:
-            overrides = ProbeOverrides.model_validate(site.get("probe", {}))
-        except ValidationError:
-            continue
-        found += _merge_problems(defaults, overrides, ("sites", i, "probe"))
-    return found

@@ -2,7 +2,7 @@
 
 PyYAML's ``safe_load`` forgets where things were, so the document is composed into
 nodes (which keep their marks) and built here, one path at a time. Both steps are
-bounded (``monitor._limits``): the nodes are composed here from the parser's events,
+bounded (``monitor.inventory.limits``): the nodes are composed here from the parser's events,
 without recursion, so that nesting, long values, long lists and the node count are
 refused where they start, before they cost memory; building counts the nodes that
 aliases and merges add ("billion laughs") and how deep they nest.
@@ -25,8 +25,8 @@ from yaml.events import (
 )
 from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
-from monitor import _limits
-from monitor._problems import ConfigError, Document, Loc, Problem, field_path, quote, show
+from monitor.inventory import limits
+from monitor.inventory.problems import ConfigError, Document, Loc, Problem, field_path, quote, show
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -50,7 +50,7 @@ def load_yaml(text: str, file: str) -> Document:
         loader, root, written = _compose(text, file)
         if root is None:
             raise _fail(file, 1, "the file is empty; list the sites under sites:")
-        budget = 2 * written + _limits.ALIAS_SPARE_NODES
+        budget = 2 * written + limits.ALIAS_SPARE_NODES
         builder = _Builder(loader, Document(file), budget)
         builder.document.data = builder.build(root, ())
     except yaml.reader.ReaderError as exc:
@@ -66,10 +66,10 @@ def load_yaml(text: str, file: str) -> Document:
 
 
 def _check_text(text: str, file: str) -> None:
-    if len(text) > _limits.MAX_FILE_BYTES:
-        line = text.count("\n", 0, _limits.MAX_FILE_BYTES) + 1
+    if len(text) > limits.MAX_FILE_BYTES:
+        line = text.count("\n", 0, limits.MAX_FILE_BYTES) + 1
         message = (
-            f"the inventory is longer than {_limits.MAX_FILE_BYTES:,} characters (it passes "
+            f"the inventory is longer than {limits.MAX_FILE_BYTES:,} characters (it passes "
             "that on this line); check it is the right file, or split the sites into shards"
         )
         raise _fail(file, line, message)
@@ -93,7 +93,7 @@ def _compose(text: str, file: str) -> tuple[Loader, Node | None, int]:
             loader = fast(text)
             return (loader, *_Composer(loader, file).document())
         except yaml.YAMLError:
-            if len(text) > _limits.MAX_RETOLD_CHARS:
+            if len(text) > limits.MAX_RETOLD_CHARS:
                 raise
     loader = yaml.SafeLoader(text)
     return (loader, *_Composer(loader, file).document())
@@ -104,7 +104,7 @@ def _fail(file: str, line: int, message: str) -> ConfigError:
 
 
 class _Composer:
-    """PyYAML's composer (events -> nodes), iterative and within ``monitor._limits``."""
+    """PyYAML's composer (events -> nodes), iterative and within ``monitor.inventory.limits``."""
 
     def __init__(self, loader: Loader, file: str) -> None:
         self.loader = loader
@@ -158,9 +158,9 @@ class _Composer:
             if not open_nodes:
                 return node
             parent = open_nodes[-1]
-            if len(parent.value) >= _limits.MAX_SITES:
+            if len(parent.value) >= limits.MAX_SITES:
                 raise self._refuse(parent, (
-                    f"more than {_limits.MAX_SITES:,} items are listed here, more than the sites "
+                    f"more than {limits.MAX_SITES:,} items are listed here, more than the sites "
                     "one vcmon handles; split the inventory into shards, one vcmon each"))
             if type(parent) is SequenceNode:
                 parent.value.append(node)
@@ -172,10 +172,10 @@ class _Composer:
 
     def _count(self, event: Any) -> None:
         self.written += 1
-        if self.written > _limits.MAX_NODES:
+        if self.written > limits.MAX_NODES:
             raise self._refuse(event, (
-                f"the document holds more than {_limits.MAX_NODES:,} keys, values and items, "
-                f"more than {_limits.MAX_SITES:,} sites need; check it is the right file, or "
+                f"the document holds more than {limits.MAX_NODES:,} keys, values and items, "
+                f"more than {limits.MAX_SITES:,} sites need; check it is the right file, or "
                 "split the sites into shards"))
         if event.anchor is not None and event.anchor in self.anchors:
             raise yaml.composer.ComposerError(
@@ -185,10 +185,10 @@ class _Composer:
     def _scalar(self, event: Any) -> ScalarNode:
         self._count(event)
         value = event.value
-        if len(value) > _limits.MAX_SCALAR_CHARS:
+        if len(value) > limits.MAX_SCALAR_CHARS:
             raise self._refuse(event, (
                 f"a value of {len(value):,} characters starts here, longer than the "
-                f"{_limits.MAX_SCALAR_CHARS:,} vcmon accepts; shorten it, or close the "
+                f"{limits.MAX_SCALAR_CHARS:,} vcmon accepts; shorten it, or close the "
                 "quote left open"))
         if not value.isascii() and _has_surrogate(value):
             raise self._refuse(event, (
@@ -217,9 +217,9 @@ class _Composer:
 
     def _collection(self, event: Any, depth: int) -> CollectionNode:
         self._count(event)
-        if depth >= _limits.MAX_DEPTH:
+        if depth >= limits.MAX_DEPTH:
             raise self._refuse(event, (
-                f"the document nests more than {_limits.MAX_DEPTH} levels deep here, where "
+                f"the document nests more than {limits.MAX_DEPTH} levels deep here, where "
                 "an inventory needs about 6; flatten it"))
         kind = MappingNode if type(event) is MappingStartEvent else SequenceNode
         assert isinstance(event, (MappingStartEvent, SequenceStartEvent))
@@ -281,8 +281,8 @@ class _Builder:
         if id(node) in self.open:
             raise self._fail(node, "this node contains an alias of itself; remove that alias")
         self.depth += 1
-        if self.depth > _limits.MAX_DEPTH:
-            message = (f"aliases here nest the data more than {_limits.MAX_DEPTH} levels deep; "
+        if self.depth > limits.MAX_DEPTH:
+            message = (f"aliases here nest the data more than {limits.MAX_DEPTH} levels deep; "
                        "use fewer aliases inside aliased nodes")
             raise self._fail(node, message)
         self.open.add(id(node))

@@ -14,9 +14,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from monitor._duration import parse_duration
-from monitor._problems import show
-from monitor._site_types import Tier
+from monitor.inventory.fields import DURATION, Tier
+from monitor.inventory.problems import show
 
 THRESHOLD_NAMES = ("rtt", "jitter", "loss", "mos")
 
@@ -47,7 +46,7 @@ def _mos_scale(value: float) -> float:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+Seconds = Annotated[float, DURATION, AfterValidator(_positive)]
 Ratio = Annotated[float, BeforeValidator(parse_ratio)]
 Mos = Annotated[float, AfterValidator(_mos_scale)]
 Count = Annotated[int, Field(ge=1, le=1000)]

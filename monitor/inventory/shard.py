@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from monitor._site_types import Tier
+from monitor.inventory.fields import Tier, between
 
 if TYPE_CHECKING:
-    from monitor.config import Config, Site
+    from monitor.inventory.schema import Config, Site
 
 # Past a few hundred instances the inventory itself (parsed by every instance) is
 # the cost to cut, not the probing.
@@ -36,22 +36,13 @@ MAX_SHARDS = 1024
 _MASK64 = (1 << 64) - 1
 
 
-def _at_least(low: int, what: str) -> AfterValidator:
-    def check(value: int) -> int:
-        if value < low or value > MAX_SHARDS:
-            raise ValueError(f"{value} is not a valid {what}; use {low} to {MAX_SHARDS}")
-        return value
-
-    return AfterValidator(check)
-
-
 class Shard(BaseModel):
     """``shard: {index: i, count: n}``: this instance is number i of n (0 ≤ i < n)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    index: Annotated[int, _at_least(0, "shard index")]
-    count: Annotated[int, _at_least(1, "shard count")]
+    index: Annotated[int, between(0, MAX_SHARDS, what="shard index")]
+    count: Annotated[int, between(1, MAX_SHARDS, what="shard count")]
 
     @model_validator(mode="after")
     def _index_below_count(self) -> Shard:

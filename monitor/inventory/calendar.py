@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from monitor._duration import parse_duration
-from monitor._links import Found
-from monitor._problems import did_you_mean, show
+from monitor.inventory.fields import parse_duration
+from monitor.inventory.links import Found
+from monitor.inventory.problems import did_you_mean, show
 
 _FORMS = 'a date and time such as "2026-03-27 07:30" or "2026-03-27T07:30:00+07:00"'
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import get_args
 
-from monitor.config import Config, Provision, Site, Tier
+from monitor.inventory import Config, Provision, Site, Tier
 
 
 def tier_counts(config: Config) -> dict[str, int]:

@@ -17,8 +17,8 @@ import contextlib
 import pickle
 import resource
 
-from monitor._problems import ConfigError, Problem
-from monitor.config import Config, load_config, parse_config
+from monitor.inventory import Config, load_config, parse_config
+from monitor.inventory.problems import ConfigError, Problem
 from monitor.system.forked import ChildFailed, run_in_child
 from monitor.system.garbage import collector_paused
 

@@ -1,6 +1,6 @@
 """The inventory's ``reports:`` section: when the daemon writes readiness reports, and where.
 
-Kept here rather than in ``monitor.config`` (which imports it) so that the report package
+Kept here rather than in ``monitor.inventory.schema`` (which imports it) so that the report package
 owns its settings; it imports nothing of vcmon at run time, so no import cycle.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from monitor.config import Config
+    from monitor.inventory.schema import Config
 
 Format = Literal["md", "html", "csv", "json"]
 Lang = Literal["vi", "en"]

@@ -1,0 +1,108 @@
+"""Reading an inventory: a YAML or CSV file (or the embedded demo) into a ``Config``,
+with every problem at once, each with its file, line and field."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from monitor.inventory import limits
+from monitor.inventory.calendar import schedule_references
+from monitor.inventory.csvfile import load_csv
+from monitor.inventory.links import Found, link_problems
+from monitor.inventory.problems import ConfigError, Document, Problem, show
+from monitor.inventory.reading import decode
+from monitor.inventory.schema import (
+    LOADER_FIELDS,
+    RECHECKED,
+    Config,
+    ProbeOverrides,
+    ProbeSettings,
+    described,
+    merge_problems,
+)
+from monitor.inventory.yamlfile import load_yaml
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    """The inventory in YAML ``text``; ``source`` names it in error messages."""
+    return _build(load_yaml(text, source))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """The inventory in a .yaml/.yml file, or a .csv site list with default settings."""
+    file = os.fspath(path)
+    suffix = Path(file).suffix.lower()
+    if suffix not in (".yaml", ".yml", ".csv"):
+        message = "the inventory's format is unknown; name the file .yaml, .yml or .csv"
+        raise ConfigError([Problem(file, None, "", message)])
+    try:
+        with open(file, "rb") as stream:
+            # a device or a pipe has no size to check first
+            raw = stream.read(limits.MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        why = exc.strerror or exc
+        message = f"cannot read the inventory ({why}); check the path and its permissions"
+        raise ConfigError([Problem(file, None, "", message)]) from None
+    if len(raw) > limits.MAX_FILE_BYTES:
+        line = raw.count(b"\n", 0, limits.MAX_FILE_BYTES) + 1
+        message = (f"the file is larger than {limits.MAX_FILE_BYTES:,} bytes (it passes that "
+                   "on this line); check it is the right file, or split the sites into shards")
+        raise ConfigError([Problem(file, line, "", message)])
+    text = decode(raw, file)
+    return _build(load_csv(text, file) if suffix == ".csv" else load_yaml(text, file))
+
+
+def default_config() -> Config:
+    """The embedded demo inventory (Bắc Ninh, 240 sites on loopback addresses)."""
+    text = resources.files("monitor").joinpath("data/default-inventory.yaml").read_text("utf-8")
+    return parse_config(text, "<embedded>")
+
+
+def _build(document: Document) -> Config:
+    data, problems = document.data, list(document.problems)
+    if not isinstance(data, dict):
+        message = f"the inventory is {show(data)}, not a mapping; start it with sites:"
+        raise ConfigError([*problems, document.problem((), message)])
+    problems += [
+        document.problem((key,), f"{key} is set by vcmon, not by the inventory; remove it")
+        for key in LOADER_FIELDS & data.keys()
+    ]
+    try:
+        config = Config.model_validate({**data, "source": document.file})
+    except ValidationError as exc:
+        problems += [
+            document.problem(*described(error, Config, LOADER_FIELDS))
+            for error in exc.errors()
+            if error["type"] not in RECHECKED
+        ]
+        problems += [document.problem(loc, message) for loc, message in _recheck(document)]
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _recheck(document: Document) -> list[Found]:
+    """The checks across sites and the merged probe settings, on the raw document."""
+    sites = document.data.get("sites")
+    if not isinstance(sites, list):
+        return []
+    raw = [site if isinstance(site, dict) else {} for site in sites]
+    found = link_problems(raw, lambda i: f"sites[{i}] (line {document.line(('sites', i))})")
+    ids = {site["id"] for site in raw if isinstance(site.get("id"), str)}
+    found += schedule_references(document.data.get("schedule"), ids)
+    try:
+        defaults = ProbeSettings.model_validate(document.data.get("defaults", {}))
+    except ValidationError:
+        return found
+    for i, site in enumerate(raw):
+        try:
+            overrides = ProbeOverrides.model_validate(site.get("probe", {}))
+        except ValidationError:
+            continue
+        found += merge_problems(defaults, overrides, ("sites", i, "probe"))
+    return found
