@@ -31,8 +31,8 @@ from grafana._vcmon import (
     status_code,
     status_counts,
 )
-from monitor.health import Status
 from monitor.inventory.thresholds import THRESHOLD_NAMES
+from monitor.status.health import Status
 
 UID = "vcmon-overview"
 # vcmon_conference_active and _preflight are 0/1 per session; 2·active + preflight tells

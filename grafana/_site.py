@@ -33,8 +33,8 @@ from grafana._vcmon import (
     status_code,
     status_timeline,
 )
-from monitor.health import Status
 from monitor.inventory.thresholds import THRESHOLD_NAMES
+from monitor.status.health import Status
 
 SITE = labels(IS_SITE)
 # Smokeping-style bands: the outer band holds 90 % of the replies, the inner one 50 %.

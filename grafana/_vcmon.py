@@ -21,9 +21,9 @@ from grafana._panels import (
     steps,
     value_texts,
 )
-from monitor.health import Status
 from monitor.inventory import Tier
 from monitor.inventory.thresholds import THRESHOLD_NAMES, Thresholds
+from monitor.status.health import Status
 
 
 @dataclass(frozen=True, slots=True)

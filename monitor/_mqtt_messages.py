@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.health import SiteHealth, StateChange, measurements
 from monitor.inventory import Site
-from monitor.stats import WindowStats
+from monitor.status.health import SiteHealth, StateChange, measurements
+from monitor.status.window import WindowStats
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from monitor.inventory.isolated import load_config_isolated
 from monitor.inventory.shard import Shard, describe, parse_shard
 from monitor.lab.cli import add_lab_parser
 from monitor.report.cli import add_report_parser
-from monitor.stats import summarize
+from monitor.status.window import summarize
 from monitor.system.garbage import collector_paused
 from monitor.system.logs import configure_logging
 from monitor.system.privileges import PrivilegeError

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import signal
 import time
@@ -14,23 +13,23 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
-from monitor.health import HealthTracker, StateChange, Status
 from monitor.http import HttpServer
-from monitor.inventory import Config, ConfigError, ProbeSettings, default_config
+from monitor.inventory import Config, ConfigError, default_config
 from monitor.inventory.isolated import load_config_isolated_async, prepare_fallback
 from monitor.inventory.secrets import check_reloaded, warn_exposed_secrets
-from monitor.inventory.shard import Shard, select
+from monitor.inventory.shard import Shard
 from monitor.metrics import DaemonCollector, DaemonMetrics
 from monitor.mqtt import MqttPublisher
+from monitor.probing.plan import ProbePlan
+from monitor.probing.scheduler import Scheduler
+from monitor.probing.services import ServiceRunner
 from monitor.report import writer as report_writer
-from monitor.scheduler import Scheduler, SendFn, Target
-from monitor.services import ServiceRunner, marked
-from monitor.state import SiteTable
+from monitor.status.health import HealthTracker, StateChange
+from monitor.status.sites import SiteTable
+from monitor.status.watch import watch_health
 from monitor.system.garbage import collector_paused, settle
 from monitor.system.privileges import capability_names, drop_privileges
 from monitor.system.sdnotify import Notifier
-from probes import KINDS
-from probes.icmp import IcmpEngine
 
 log = structlog.get_logger("vcmon.daemon")
 
@@ -60,12 +59,11 @@ class Daemon:
         self.table = SiteTable(config)
         self.health = HealthTracker(config, time.time())
         self.metrics = DaemonMetrics(self.registry)
-        self.engines: dict[tuple[str, int], IcmpEngine] = {}
-        self._sends: dict[tuple[str, int, int], SendFn] = {}
+        self.plan = ProbePlan(self.table.record)
         self.scheduler = Scheduler(self.table.record,
                                    observe_lag=self.metrics.scheduler_lag.observe)
         # tcp, tls, sip, http (and second ICMP) probes: a scheduler of their own
-        self.services = ServiceRunner(self.health.services)
+        self.services = ServiceRunner(self.health.services.record)
         self.registry.register(DaemonCollector(self))
         self.http = HttpServer(self)
         self._stop: asyncio.Event | None = None
@@ -80,10 +78,7 @@ class Daemon:
 
     @property
     def ignored_packets(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for engine in self.engines.values():
-            total.update(engine.ignored)
-        return total
+        return self.plan.ignored_packets
 
     @property
     def skipped_cycles(self) -> int:
@@ -97,48 +92,15 @@ class Daemon:
     def ready(self) -> bool:
         return self.scheduler.first_cycle_done.is_set()
 
-    async def _engine_for(self, settings: ProbeSettings) -> SendFn:
-        # One engine (one socket per family) per probe kind and payload size: the
-        # payload is built once per engine, and all sites share the same few.
-        key = (settings.kind, settings.payload_size)
-        engine = self.engines.get(key)
-        if engine is None:
-            kind = KINDS[settings.kind].engine
-            assert kind is not None, "config admits engine kinds only"
-            engine = kind(self.table.record, payload_size=settings.payload_size)
-            await engine.start()
-            self.engines[key] = engine
-        # the site's DSCP; tos= is passed to the engine only when it is not 0. One
-        # function per engine and DSCP, shared by the sites (one each: 3 MB at 20,000)
-        tos = settings.dscp << 2
-        send = self._sends.get((*key, tos))
-        if send is None:
-            send = self._sends[(*key, tos)] = marked(engine.send, tos)
-        return send
-
-    async def targets(self, config: Config) -> list[Target]:
-        """The sites this instance probes: its shard's and the upstream chain of those."""
-        targets = []
-        selection = select(config)
-        for site in config.sites:
-            if selection.role(site.id) is None:
-                continue
-            s = config.settings_for(site)
-            targets.append(Target(
-                site_id=site.id, address=site.address, send=await self._engine_for(s),
-                interval=s.interval, timeout=s.timeout, burst=s.burst,
-                burst_spacing=s.burst_spacing, resolve_interval=s.resolve_interval))
-        return targets
-
     async def startup(self) -> None:
         self._stop = asyncio.Event()
         # Every socket that needs privileges first (ICMP, the listener), then none are
         # kept: nothing else may run before (a thread would keep root's capabilities).
-        targets = await self.targets(self.config)
+        targets = await self.plan.targets(self.config)
         await self.http.start(self.listen)
         if self.config.user is not None:  # about to switch user: see prepare_fallback
             prepare_fallback()
-        _least_privilege(self.config, [engine.mode for engine in self.engines.values()])
+        _least_privilege(self.config, self.plan.modes)
         if self.config.mqtt is not None:
             # Started before the health task, so that the first state changes are queued;
             # it connects in the background and never holds up the start.
@@ -148,11 +110,12 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self.services.scheduler.set_targets(await self.services.targets(self.config))
         self._tasks.append(asyncio.create_task(self.services.scheduler.run(), name="services"))
-        self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
+        health = watch_health(self, self._state_changed)
+        self._tasks.append(asyncio.create_task(health, name="health"))
         publish = self.publisher.report_written if self.publisher is not None else None
         self._tasks.append(asyncio.create_task(report_writer.run(self, publish), name="reports"))
         self.metrics.config_loaded(success=True)
-        modes = sorted({engine.mode for engine in self.engines.values()})
+        modes = sorted(set(self.plan.modes))
         log.info("started", version=__version__, sites=len(self.table), listen=self.listen,
                  source=self.config.source, icmp_socket=",".join(modes),
                  shard=str(self.config.shard or "-"), upstream=len(self.table.upstream))
@@ -193,7 +156,7 @@ class Daemon:
             # Table first, so that results of new sites have somewhere to go.
             self.table.reconfigure(config)
             self.health.reconfigure(config, time.time())
-            self.scheduler.set_targets(await self.targets(config))
+            self.scheduler.set_targets(await self.plan.targets(config))
             self.services.scheduler.set_targets(await self.services.targets(config))
             self.config = config
         settle()
@@ -218,30 +181,9 @@ class Daemon:
             else:
                 log.error("probe_loop_stalled", behind_s=round(behind, 3))
 
-    async def _watch_health(self) -> None:
-        """Re-derive every site's health once per tick; judge thresholds less often."""
-        shortest = min(s.interval for s in map(self.config.settings_for, self.config.sites))
-        # Down is noticed within one tick of the losses that make it: a second at the
-        # default interval, faster for sites probed faster.
-        tick = min(1.0, shortest)
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time() + tick
-        cursor = 0
-        while True:
-            await asyncio.sleep(max(0.0, next_tick - loop.time()))
-            next_tick += tick
-            # Every site's thresholds are judged once per evaluate_every, a share of
-            # the sites at each tick, so the work is spread rather than bunched.
-            ids = list(self.health.sites)
-            share = math.ceil(len(ids) * tick / self.config.health.evaluate_every)
-            judge = set((ids + ids)[cursor:cursor + share]) if ids else set()
-            cursor = (cursor + share) % max(1, len(ids))
-            for changes in self.health.steps(self.table, time.time(), judge):
-                for change in changes:
-                    _log_change(change)
-                    if self.publisher is not None:
-                        self.publisher.state_changed(change)
-                await asyncio.sleep(0)  # let due probes go out between chunks
+    def _state_changed(self, change: StateChange) -> None:
+        if self.publisher is not None:
+            self.publisher.state_changed(change)
 
     def request_stop(self) -> None:
         if self._stop is None:
@@ -271,14 +213,11 @@ class Daemon:
         # Replies already on their way still count; waiting is bounded by the grace.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SHUTDOWN_GRACE
-        while any(e.pending_count for e in self.engines.values()) and loop.time() < deadline:  # noqa: ASYNC110 -- engines expose a count, not an event
+        while self.plan.pending and loop.time() < deadline:  # noqa: ASYNC110 -- engines expose a count, not an event
             await asyncio.sleep(0.02)
         await self.http.stop()
         await self.services.close()
-        for engine in self.engines.values():
-            await engine.close()
-        self.engines.clear()
-        self._sends.clear()
+        await self.plan.close()
         if publisher_stopped is not None:
             await publisher_stopped
         log.info("stopped")
@@ -312,19 +251,6 @@ class Daemon:
             for sig in signals:
                 loop.remove_signal_handler(sig)
             self.notifier.close()
-
-
-def _log_change(change: StateChange) -> None:
-    site = change.site
-    if change.before is Status.UNKNOWN and change.after is Status.OK:
-        emit = log.debug  # every site does this once at start: not news
-    elif change.after in (Status.DOWN, Status.DEGRADED):
-        emit = log.warning
-    else:
-        emit = log.info
-    emit("state_change", site=site.id, name=site.name, tier=site.tier, district=site.district,
-         before=change.before.value, after=change.after.value, reason=change.reason,
-         **change.measurements)
 
 
 def _least_privilege(config: Config, engine_modes: list[str]) -> None:

@@ -18,14 +18,14 @@ from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from monitor._textformat import header
-from monitor.health import Status
 from monitor.inventory.thresholds import THRESHOLD_NAMES
-from monitor.state import RTT_BUCKETS
-from monitor.stats import WindowStats
+from monitor.status.health import Status
+from monitor.status.sites import RTT_BUCKETS
+from monitor.status.window import WindowStats
 
 if TYPE_CHECKING:
-    from monitor.health import HealthTracker, SiteHealth
-    from monitor.state import SiteState, SiteTable
+    from monitor.status.health import HealthTracker, SiteHealth
+    from monitor.status.sites import SiteState, SiteTable
 
 _LE = [f'le="{bound!r}"' for bound in RTT_BUCKETS] + ['le="+Inf"']
 _RTT_STATS = ("min", "avg", "max", "median", "p95", "stddev")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import platform
 from collections import Counter as _TallyCounter
 from collections.abc import Iterator
-from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,27 +24,14 @@ from prometheus_client.registry import Collector
 
 from monitor import __version__
 from monitor.exposition import render_site_chunks
-from monitor.health import SiteSource
-from monitor.services import render_services
-
-
-class StateSource(SiteSource, Protocol):
-    """What the exposition reads beyond the sites: the engines' and scheduler's counts."""
-
-    @property
-    def ignored_packets(self) -> _TallyCounter[str]: ...
-
-    @property
-    def skipped_cycles(self) -> int: ...
-
-    @property
-    def scheduler_sends(self) -> int: ...
+from monitor.status.services import render_services
+from monitor.status.source import Source
 
 
 class DaemonCollector(Collector):
     """The daemon-wide values read at scrape time (the per-site ones: ``exposition``)."""
 
-    def __init__(self, source: StateSource) -> None:
+    def __init__(self, source: Source) -> None:
         # Read through the source at each scrape: a reload that swaps the table
         # needs no re-registration.
         self._source = source
@@ -97,7 +83,7 @@ class DaemonCollector(Collector):
                     preflight, starts, ends)
 
 
-def _shard_families(source: StateSource) -> tuple[Metric, Metric]:
+def _shard_families(source: Source) -> tuple[Metric, Metric]:
     shard = source.health.config.shard
     info = GaugeMetricFamily(
         "vcmon_shard_info", "This instance's shard of the inventory: index of count.",
@@ -110,7 +96,7 @@ def _shard_families(source: StateSource) -> tuple[Metric, Metric]:
     return info, upstream
 
 
-def site_chunks(source: StateSource) -> Iterator[bytes]:
+def site_chunks(source: Source) -> Iterator[bytes]:
     """The per-site and per-service part of /metrics, in pieces of about a thousand
     sites' lines of one family; takes no lock (see ``exposition``)."""
     now = source.table.clock()
@@ -119,7 +105,7 @@ def site_chunks(source: StateSource) -> Iterator[bytes]:
     yield render_services(source.health.services, now).encode()
 
 
-def render(source: StateSource, registry: CollectorRegistry) -> bytes:
+def render(source: Source, registry: CollectorRegistry) -> bytes:
     """The whole /metrics page at once."""
     return b"".join([*site_chunks(source), generate_latest(registry)])
 

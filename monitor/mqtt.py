@@ -29,10 +29,11 @@ from monitor._mqtt_messages import (
     state_payload,
 )
 from monitor._mqtt_queue import QUEUED_KINDS, Kind, OutboundQueue, Outgoing
-from monitor.health import SiteSource, StateChange
 from monitor.inventory.mqtt import MqttSettings, MqttSetupError
+from monitor.status.health import StateChange
+from monitor.status.source import Source
 
-__all__ = ["MqttPublisher", "MqttSettings", "SiteSource"]
+__all__ = ["MqttPublisher", "MqttSettings", "Source"]
 
 log = structlog.get_logger("vcmon.mqtt")
 
@@ -73,7 +74,7 @@ class MqttMetrics:
 
 
 class MqttPublisher:
-    def __init__(self, settings: MqttSettings, source: SiteSource,
+    def __init__(self, settings: MqttSettings, source: Source,
                  registry: CollectorRegistry) -> None:
         self.settings = settings
         self.topics = Topics(settings.prefix)

@@ -1,7 +1,7 @@
 """The report's words in Vietnamese (the default: its readers are the province's offices)
 and English.
 
-The daemon's reasons are English sentences of a few fixed shapes (``monitor.health``);
+The daemon's reasons are English sentences of a few fixed shapes (``monitor.status.health``);
 ``reason`` turns those shapes into Vietnamese and leaves free text (a maintenance
 window's own reason, usually written in Vietnamese already) as it is.
 """
@@ -113,7 +113,7 @@ def _translated(pattern: str, vi: Callable[[re.Match[str]], str]) -> tuple[
     return re.compile(pattern), vi
 
 
-# The sentences of monitor.health and of reports read from Prometheus, whole.
+# The sentences of monitor.status.health and of reports read from Prometheus, whole.
 _SENTENCES = [
     _translated(r"no reply to the last (\d+) probes",
                 lambda m: f"không trả lời {m[1]} lần thăm dò liên tiếp"),

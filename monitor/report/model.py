@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from monitor.api import iso, tallies
+from monitor.status.records import iso, tallies
 
 # The daemon's "now" stands for moments this close to it (a report started by cron a
 # few seconds late); earlier ones are read from Prometheus.

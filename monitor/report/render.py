@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from monitor.api import STATUSES
 from monitor.inventory.reports import Format, Lang
 from monitor.report import i18n
 from monitor.report.model import Report, SiteHistory
+from monitor.status.records import STATUSES
 
 _DASH = "–"
 _NO_HISTORY = SiteHistory(None, None, None, None, None, None)

@@ -18,11 +18,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from monitor.api import Source, site_records
 from monitor.inventory.calendar import Schedule
 from monitor.inventory.reports import ReportSettings
 from monitor.report.model import Report, add_history, build, previous_slot
 from monitor.report.render import render
+from monitor.status.records import site_records
+from monitor.status.source import Source
 
 log = structlog.get_logger("vcmon.report")
 

@@ -13,10 +13,11 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from monitor.api import register_routes, site_records, tallies
-from monitor.health import HealthTracker
+from monitor.api import register_routes
 from monitor.inventory import Config, parse_config
-from monitor.state import SiteTable
+from monitor.status.health import HealthTracker
+from monitor.status.records import site_records, tallies
+from monitor.status.sites import SiteTable
 from probes import Outcome, ProbeResult
 
 INVENTORY = """

@@ -18,7 +18,7 @@ from collections import Counter
 
 from _common import emit, read_targets, rtt_summary_ms, vmhwm_kib
 
-from monitor.scheduler import Scheduler, Target
+from monitor.probing.scheduler import Scheduler, Target
 from probes import ProbeResult
 from probes.icmp import IcmpEngine
 

@@ -9,7 +9,7 @@ What it does. For each target count N it builds N loopback addresses 127.20.X.Y
 ``dev lo``), then runs each tool, one after another, as its own process, asking each
 for 1 probe per second per target (N probes/s) for ``--seconds``:
 
-- ``vcmon``: ``monitor.scheduler.Scheduler`` feeding ``probes.icmp.IcmpEngine``, wired
+- ``vcmon``: ``monitor.probing.scheduler.Scheduler`` feeding ``probes.icmp.IcmpEngine``, wired
   as the daemon wires them (``_run_vcmon.py``);
 - ``fping``: ``fping -C SECONDS -p 1000 -i I -q -t TIMEOUT -B1 -r0 -f FILE``, one process
   per 5,000 targets (fping 5.1 runs out of sequence numbers above ~6,500 probes/s per

@@ -48,11 +48,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from monitor.health import HealthTracker
 from monitor.inventory import load_config
 from monitor.lab import control, netlab
 from monitor.lab.netlab import Lab
 from monitor.lab.profiles import Profile
+from monitor.status.health import HealthTracker
 from tests.bench._service import require_root
 from tests.deploy.conftest import ALERTMANAGER_CONFIG, PROMETHEUS_DIR
 from tests.deploy.paging import Json, PagingPath, Webhook, go_timestamp, until

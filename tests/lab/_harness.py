@@ -25,7 +25,7 @@ from monitor.daemon import Daemon
 from monitor.inventory import Config, parse_config
 from monitor.lab import netlab
 from monitor.lab.netlab import Lab
-from monitor.stats import Sample, WindowStats, summarize
+from monitor.status.window import Sample, WindowStats, summarize
 from tests.conftest import free_port
 
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")

@@ -21,7 +21,7 @@ from monitor.lab import control
 from monitor.lab.loss import GilbertElliott
 from monitor.lab.netlab import Lab
 from monitor.lab.profiles import Profile
-from monitor.state import SiteState
+from monitor.status.sites import SiteState
 from tests.lab._harness import Measured, inventory, loopback_sites, measure, running
 from tests.lab.conftest import make_lab
 from tests.netns import skip_unless_available

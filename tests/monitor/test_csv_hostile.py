@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from monitor.api import site_records
-from monitor.health import HealthTracker
 from monitor.inventory import ConfigError, limits, load_config
 from monitor.report.model import build
 from monitor.report.render import cell, render
-from monitor.state import SiteTable
+from monitor.status.health import HealthTracker
+from monitor.status.records import site_records
+from monitor.status.sites import SiteTable
 
 HEADER = "id,name,tier,parent,address,contact_name,contact_phone"
 ROWS = [

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.health import HealthTracker, Status, exceeded
 from monitor.inventory import ConfigError, parse_config
 from monitor.inventory.thresholds import HealthSettings, Thresholds
-from monitor.state import SiteTable
-from monitor.stats import summarize
+from monitor.status.health import HealthTracker, Status, exceeded
+from monitor.status.sites import SiteTable
+from monitor.status.window import summarize
 from probes import Outcome, ProbeResult
 
 T0 = 1_774_569_600.0  # 2026-03-27 00:00 UTC = 07:00 in Hà Nội

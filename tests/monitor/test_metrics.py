@@ -11,10 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor import exposition
 from monitor.exposition import render_sites
-from monitor.health import HealthTracker
 from monitor.inventory import parse_config
 from monitor.metrics import DaemonCollector, DaemonMetrics, render
-from monitor.state import SiteTable
+from monitor.status.health import HealthTracker
+from monitor.status.sites import SiteTable
 from probes import Outcome, ProbeResult
 from tests.conftest import promtool_check_metrics
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from monitor.scheduler import Scheduler, Target, phase_fraction
+from monitor.probing.scheduler import Scheduler, Target, phase_fraction
 from probes import Outcome, ProbeResult
 
 

@@ -14,11 +14,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.daemon import Daemon
-from monitor.health import HealthTracker, Status
 from monitor.inventory import parse_config
 from monitor.metrics import render
-from monitor.services import ServiceRunner, render_services
-from monitor.state import SiteTable
+from monitor.probing.services import ServiceRunner
+from monitor.status.health import HealthTracker, Status
+from monitor.status.services import render_services
+from monitor.status.sites import SiteTable
 from probes import Outcome, ProbeResult
 from tests.conftest import free_port, promtool_check_metrics
 from tests.probes._peers import port_of, tcp_peer

@@ -13,15 +13,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.api import site_records
 from monitor.cli import main
 from monitor.daemon import Daemon
-from monitor.health import HealthTracker, Status
 from monitor.inventory import Config, default_config, parse_config
 from monitor.inventory.shard import Shard, jump, parse_shard, select, shard_of, site_key
 from monitor.lab.sites import synthetic_inventory
 from monitor.metrics import DaemonCollector, render
-from monitor.state import SiteTable
+from monitor.status.health import HealthTracker, Status
+from monitor.status.records import site_records
+from monitor.status.sites import SiteTable
 from probes import Outcome, ProbeResult
 from tests.conftest import free_port
 

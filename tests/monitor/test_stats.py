@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.stats import SiteWindow, jitter, mos_from_r, percentile, r_factor, summarize
+from monitor.status.window import SiteWindow, jitter, mos_from_r, percentile, r_factor, summarize
 
 
 def test_mos_worked_example_from_the_design() -> None:

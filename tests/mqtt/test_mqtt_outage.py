@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.health import HealthTracker, StateChange, Status
 from monitor.inventory import Config
 from monitor.mqtt import MqttPublisher
-from monitor.state import SiteTable
+from monitor.status.health import HealthTracker, StateChange, Status
+from monitor.status.sites import SiteTable
 from tests.mqtt.broker import Broker, skip_unless_mosquitto
 from tests.mqtt.common import (
     config,

@@ -7,9 +7,9 @@ from collections import Counter
 
 from monitor._mqtt_messages import Topics, event_payload, state_payload, timestamp
 from monitor._mqtt_queue import Kind, OutboundQueue, Outgoing
-from monitor.health import HealthTracker, SiteHealth, StateChange, Status
 from monitor.inventory import parse_config
-from monitor.stats import summarize
+from monitor.status.health import HealthTracker, SiteHealth, StateChange, Status
+from monitor.status.window import summarize
 
 
 def message(kind: Kind, n: int) -> Outgoing:

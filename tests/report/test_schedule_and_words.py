@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from monitor.health import HealthTracker
 from monitor.inventory import Config, ConfigError, parse_config
 from monitor.inventory.reports import ReportSettings
 from monitor.report import i18n
 from monitor.report.model import previous_slot
 from monitor.report.writer import conference_days, next_slot, write_report
-from monitor.state import SiteTable
+from monitor.status.health import HealthTracker
+from monitor.status.sites import SiteTable
 from probes import Outcome, ProbeResult
 from tests.report.scenario import ZONE
 
@@ -133,7 +133,7 @@ def test_the_daemons_reasons_in_vietnamese(status: str, reason: str, vi: str) ->
 
 
 def test_the_reasons_health_gives_are_the_ones_translated() -> None:
-    """If monitor.health rewords a reason, the Vietnamese must follow: this fails then."""
+    """If monitor.status.health rewords a reason, the Vietnamese must follow: this fails then."""
     config = parse_config(INVENTORY.replace("DIR", "/nonexistent"))
     now = time.time()
     table, health = SiteTable(config), HealthTracker(config, now)
@@ -148,8 +148,8 @@ def test_the_reasons_health_gives_are_the_ones_translated() -> None:
 
 
 def test_every_status_tier_and_provision_has_both_languages() -> None:
-    from monitor.api import STATUSES
     from monitor.inventory.fields import Provision, Tier
+    from monitor.status.records import STATUSES
 
     for lang in ("vi", "en"):
         assert all(i18n.status(s, lang) != s for s in STATUSES)

@@ -67,7 +67,7 @@ async def test_the_tables_are_out_of_the_collectors_sight(tmp_path: Path) -> Non
     out: after the start and after a reload they are frozen (monitor.system.garbage.settle)."""
     import gc
 
-    from monitor.state import SiteState
+    from monitor.status.sites import SiteState
 
     def walked() -> int:
         return sum(isinstance(o, SiteState) for o in gc.get_objects())

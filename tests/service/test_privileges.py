@@ -215,7 +215,8 @@ def test_a_user_that_cannot_switch_is_told_so(folder: Path) -> None:
 def test_privileges_are_not_dropped_with_a_second_thread_running() -> None:
     # A thread keeps the capabilities it had: the drop refuses rather than half-happen.
     code = ("import threading, time\n"
-            "from monitor.system.privileges import drop_privileges, resolve\n"
+            "from monitor.inventory.identity import resolve\n"
+            "from monitor.system.privileges import drop_privileges\n"
             "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
             "drop_privileges(resolve('nobody', None), ['raw'])\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

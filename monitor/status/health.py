@@ -13,14 +13,14 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from monitor.inventory import Config, Site
 from monitor.inventory.shard import Role, select
 from monitor.inventory.thresholds import THRESHOLD_NAMES, HealthSettings, Thresholds
-from monitor.services import ServiceTable, describe_failing
-from monitor.state import SiteState, SiteTable
-from monitor.stats import WindowStats
+from monitor.status.services import ServiceTable, describe_failing
+from monitor.status.sites import SiteState, SiteTable
+from monitor.status.window import WindowStats
 
 
 class Status(StrEnum):
@@ -314,16 +314,6 @@ class HealthTracker:
         moment = datetime.fromtimestamp(now, UTC)
         return [(c.name, active, preflight)
                 for c, active, preflight in self.config.schedule.phases(moment)]
-
-
-class SiteSource(Protocol):
-    """What the sinks read (exposition, MQTT, API): the daemon, or a test's stand-in."""
-
-    @property
-    def table(self) -> SiteTable: ...
-
-    @property
-    def health(self) -> HealthTracker: ...
 
 
 def _hold(config: Config, site: Site, ancestors: tuple[str, ...]) -> float:

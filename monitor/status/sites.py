@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from monitor._labels import INFO_LABELS, SITE_LABELS, label_text
 from monitor.inventory import Config, ProbeSettings, Site
 from monitor.inventory.shard import Role, select
-from monitor.stats import SiteWindow
+from monitor.status.window import SiteWindow
 from probes import Outcome, ProbeResult
 
 # Exponential from 50 µs (loopback and LAN) doubling to ~3.3 s (a satellite hop with

@@ -1,0 +1,129 @@
+"""The records every sink shares: one site as people and scripts read it, tallies by
+tier, provision and district, and the summary. The JSON API serves them as they are,
+the board and the reports read them, MQTT publishes their tallies.
+
+Field names are a contract, written down in ``monitor/data/openapi.yaml``: add fields,
+never rename or remove one. Times are ISO 8601 in the schedule's time zone, with the
+Unix time beside them for scripts; measurements are in base units (seconds, ratios).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from monitor.inventory import Config
+from monitor.inventory.reports import report_times
+from monitor.status.health import HealthTracker, SiteHealth, Status
+from monitor.status.sites import SiteState, SiteTable
+
+STATUSES = tuple(status.value for status in Status)
+
+
+def iso(timestamp: float | None, zone: ZoneInfo) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="seconds")
+
+
+def _window(state: SiteState, now: float) -> dict[str, Any]:
+    # ``current_stats`` works on a C-level copy, safe from the worker thread this runs in.
+    s = state.window.current_stats(now)
+    return {"seconds": state.window.length, "sent": s.sent, "received": s.received,
+            "loss_ratio": s.loss_ratio, "rtt_min": s.rtt_min, "rtt_avg": s.rtt_avg,
+            "rtt_max": s.rtt_max, "rtt_median": s.rtt_median, "rtt_p95": s.rtt_p95,
+            "jitter": s.jitter, "mos": s.mos}
+
+
+def site_record(state: SiteState, h: SiteHealth | None, config: Config,
+                health: HealthTracker, now: float) -> dict[str, Any]:
+    """One site as ``GET /api/v1/sites/{id}`` shows it."""
+    site, zone = state.site, config.schedule.zone
+    district = site.district or site.id
+    try:
+        district_name = config.site(district).name
+    except KeyError:  # a reload removed the district between two reads
+        district_name = district
+    status = h.status if h is not None else Status.UNKNOWN
+    return {
+        "id": site.id,
+        "name": site.name,
+        "tier": site.tier,
+        "parent": site.parent,
+        "district": district,
+        "district_name": district_name,
+        "provision": site.provision,
+        "address": site.address,
+        "contact": site.contact.model_dump() if site.contact else None,
+        "contract": site.contract.model_dump() if site.contract else None,
+        "status": status.value,
+        "reason": h.reason if h is not None else "",
+        "since": iso(h.since, zone) if h is not None else None,
+        "since_timestamp": h.since if h is not None else None,
+        "exceeded": list(h.exceeded) if h is not None else [],
+        "root_cause": health.root_cause(h) if status is Status.UNREACHABLE and h else None,
+        "unreachable_behind": h.unreachable_behind if h is not None else 0,
+        "up": state.up,
+        "consecutive_lost": state.consecutive_lost,
+        "last_probe_at": iso(state.last_result_at, zone),
+        "counters": {"sent": state.sent, "received": state.received},
+        "window": _window(state, now),
+    }
+
+
+def site_records(table: SiteTable, health: HealthTracker, config: Config,
+                 now: float) -> list[dict[str, Any]]:
+    """Every site in inventory order; runs in a worker thread (see ``_window``)."""
+    healths = health.sites
+    return [site_record(state, healths.get(state.site.id), config, health, now)
+            for state in list(table.sites.values())]
+
+
+def counts(statuses: Iterable[str]) -> dict[str, int]:
+    """Sites per status, every status present (0 when none), total last."""
+    tally = Counter(statuses)
+    out = {status: tally.get(status, 0) for status in STATUSES}
+    out["total"] = sum(tally.values())
+    return out
+
+
+def tallies(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts overall, by tier, by provision and by district (inventory order)."""
+    districts: dict[str, tuple[str, list[str]]] = {}
+    for r in records:
+        districts.setdefault(r["district"], (r["district_name"], []))[1].append(r["status"])
+
+    def grouped(key: str) -> dict[str, dict[str, int]]:
+        groups: dict[str, list[str]] = {}
+        for r in records:
+            groups.setdefault(r[key], []).append(r["status"])
+        return {name: counts(statuses) for name, statuses in groups.items()}
+
+    return {
+        "counts": counts(r["status"] for r in records),
+        "by_tier": grouped("tier"),
+        "by_provision": grouped("provision"),
+        "by_district": [{"id": district, "name": name, "counts": counts(statuses)}
+                        for district, (name, statuses) in districts.items()],
+    }
+
+
+def summary(records: list[dict[str, Any]], config: Config, now: float) -> dict[str, Any]:
+    """``GET /api/v1/summary``: the tallies, the time zone, report times and sessions."""
+    zone = config.schedule.zone
+    moment = datetime.fromtimestamp(now, zone)
+    return {
+        "generated_at": iso(now, zone),
+        "timestamp": now,
+        "timezone": config.schedule.timezone,
+        "report_times": report_times(config),
+        **tallies(records),
+        "conferences": [
+            {"name": c.name, "start": c.bounds(zone)[0].isoformat(timespec="seconds"),
+             "end": c.bounds(zone)[1].isoformat(timespec="seconds"),
+             "active": active, "preflight": preflight}
+            for c, active, preflight in config.schedule.phases(moment)],
+    }
