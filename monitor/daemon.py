@@ -18,8 +18,9 @@ from monitor.inventory import Config, ConfigError, default_config
 from monitor.inventory.isolated import load_config_isolated_async, prepare_fallback
 from monitor.inventory.secrets import check_reloaded, warn_exposed_secrets
 from monitor.inventory.shard import Shard
-from monitor.metrics import DaemonCollector, DaemonMetrics
-from monitor.mqtt import MqttPublisher
+from monitor.metrics.instance import DaemonCollector, DaemonMetrics
+from monitor.metrics.page import SitePage
+from monitor.mqtt.publisher import MqttPublisher
 from monitor.probing.plan import ProbePlan
 from monitor.probing.scheduler import Scheduler
 from monitor.probing.services import ServiceRunner
@@ -65,6 +66,7 @@ class Daemon:
         # tcp, tls, sip, http (and second ICMP) probes: a scheduler of their own
         self.services = ServiceRunner(self.health.services.record)
         self.registry.register(DaemonCollector(self))
+        self.page = SitePage(self)
         self.http = HttpServer(self)
         self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,6 +158,7 @@ class Daemon:
             # Table first, so that results of new sites have somewhere to go.
             self.table.reconfigure(config)
             self.health.reconfigure(config, time.time())
+            self.page.reconfigure()
             self.scheduler.set_targets(await self.plan.targets(config))
             self.services.scheduler.set_targets(await self.services.targets(config))
             self.config = config

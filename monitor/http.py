@@ -17,7 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.api import register_routes
 from monitor.inventory.web import WebUsers
-from monitor.metrics import site_chunks
 from monitor.system.forked import ChildFailed, pack, run_in_child
 
 # /metrics goes to the socket in pieces of this size (bytes)
@@ -162,7 +161,7 @@ class HttpServer:
             tail = generate_latest(daemon.registry)
 
             def page() -> Iterator[bytes]:
-                return itertools.chain(site_chunks(daemon), [tail])
+                return itertools.chain(daemon.page.chunks(), [tail])
 
             try:
                 await run_in_child(lambda: pack(page(), gzipped), "render", sink=send)

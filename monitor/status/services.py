@@ -1,10 +1,10 @@
-"""Service probes of the sites (``probes:``): their state, their series, and their runs.
+"""Service probes of the sites (``probes:``): what each has found.
 
-Each probe of a site is keyed ``<site>/<probe name>`` (a site id holds no "/"), runs
-on its own absolute schedule from a scheduler of its own, and resolves to one
-``ProbeResult`` that ``ServiceTable.record`` takes. A probe is ``up`` again after
-``recover_after`` answers in a row and down after its ``down_after`` failures in a
-row; health reads that, so one lost answer never makes a site degraded.
+Each probe of a site is keyed ``<site>/<probe name>`` (``monitor.probing.services``)
+and resolves to one ``ProbeResult`` at a time, which ``ServiceTable.record`` takes. A
+probe is ``up`` again after ``recover_after`` answers in a row and down after its
+``down_after`` failures in a row; health reads that, so one lost answer never makes a
+site degraded.
 """
 
 from __future__ import annotations
@@ -13,45 +13,20 @@ from collections.abc import Iterator
 
 import structlog
 
-from monitor._labels import SITE_LABELS, label_text
-from monitor._textformat import families_text
-from monitor._textformat import number as _num
 from monitor.inventory import Config, ServiceProbe, Site
 from monitor.inventory.shard import owned_sites
+from monitor.probing.services import key_of
 from probes import Outcome, ProbeResult
 
 log = structlog.get_logger("vcmon.services")
-
-# (name, type, help) in output order, as in ``monitor.exposition``.
-FAMILIES: tuple[tuple[str, str, str], ...] = (
-    ("vcmon_probe_info", "gauge",
-     "Service probes of a site: kind, port and DSCP, by probe name."),
-    ("vcmon_probe_up", "gauge",
-     "1 while the service answers, 0 after down_after failed probes in a row."),
-    ("vcmon_probe_success", "gauge", "1 if the service's last probe got an answer, 0 if not."),
-    ("vcmon_probe_duration_seconds", "gauge",
-     "How long the last answered probe took: connect, handshake or response time."),
-    ("vcmon_probe_attempts", "counter", "Service probes run, counted when they resolve."),
-    ("vcmon_probe_failures", "counter",
-     "Service probes without an answer, by reason: timeout, refused, unreachable, "
-     "send_error, or what was wrong with the answer (cert_expired, http_status …)."),
-    ("vcmon_probe_status_code", "gauge", "The status code of the last SIP or HTTP answer."),
-    ("vcmon_tls_cert_expiry_seconds", "gauge",
-     "Seconds until the TLS certificate expires (negative once expired)."),
-    ("vcmon_tls_handshake_seconds", "gauge", "Time of the last TLS handshake."),
-)
-
-
-def key_of(site_id: str, probe: str) -> str:
-    return f"{site_id}/{probe}"
 
 
 class ServiceState:
     """What one service probe of one site has found."""
 
     __slots__ = ("attempts", "cert_not_after", "consecutive_failed", "consecutive_ok", "detail",
-                 "duration", "failures", "handshake", "info_labels", "labels", "site", "spec",
-                 "status_code", "success", "up")
+                 "duration", "failures", "handshake", "site", "spec", "status_code", "success",
+                 "up")
 
     def __init__(self, site: Site, spec: ServiceProbe) -> None:
         self.attempts = 0
@@ -69,11 +44,6 @@ class ServiceState:
 
     def configure(self, site: Site, spec: ServiceProbe) -> None:
         self.site, self.spec = site, spec
-        values = [site.id, site.tier, site.district or site.id, site.provision]
-        self.labels = f'{label_text(SITE_LABELS, values)},probe="{spec.label}"'
-        port = getattr(spec, "port", None)
-        self.info_labels = (f'{self.labels},kind="{spec.kind}",port="{port or ""}",'
-                            f'dscp="{spec.dscp or 0}"')
 
     def record(self, result: ProbeResult, recover_after: int) -> None:
         self.attempts += 1
@@ -146,30 +116,3 @@ def describe_failing(failing: list[ServiceState]) -> str:
     parts = [f"{s.spec.label} failed {s.consecutive_failed} times in a row ({s.detail})"
              for s in failing]
     return "service " + "; ".join(parts)
-
-
-def render_services(table: ServiceTable, now: float) -> str:
-    """The service probe families in the text format; read-only, like ``render_sites``."""
-    out: dict[str, list[str]] = {name: [] for name, _, _ in FAMILIES}
-    for state in list(table.probes.values()):
-        labels = state.labels
-        out["vcmon_probe_info"].append(f"vcmon_probe_info{{{state.info_labels}}} 1")
-        if state.up is not None:
-            out["vcmon_probe_up"].append(f"vcmon_probe_up{{{labels}}} {int(state.up)}")
-        if state.success is not None:
-            out["vcmon_probe_success"].append(
-                f"vcmon_probe_success{{{labels}}} {int(state.success)}")
-        out["vcmon_probe_attempts"].append(f"vcmon_probe_attempts_total{{{labels}}} "
-                                           f"{state.attempts}")
-        for reason, count in sorted(dict(state.failures).items()):
-            out["vcmon_probe_failures"].append(
-                f'vcmon_probe_failures_total{{{labels},reason="{reason}"}} {count}')
-        for name, value in (("vcmon_probe_duration_seconds", state.duration),
-                            ("vcmon_probe_status_code", state.status_code),
-                            ("vcmon_tls_handshake_seconds", state.handshake)):
-            if value is not None:
-                out[name].append(f"{name}{{{labels}}} {_num(float(value))}")
-        if state.cert_not_after is not None:
-            out["vcmon_tls_cert_expiry_seconds"].append(
-                f"vcmon_tls_cert_expiry_seconds{{{labels}}} {_num(state.cert_not_after - now)}")
-    return families_text(FAMILIES, out)

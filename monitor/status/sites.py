@@ -7,7 +7,6 @@ import math
 import time
 from collections.abc import Callable, Iterator
 
-from monitor._labels import INFO_LABELS, SITE_LABELS, label_text
 from monitor.inventory import Config, ProbeSettings, Site
 from monitor.inventory.shard import Role, select
 from monitor.status.window import SiteWindow
@@ -26,8 +25,6 @@ class SiteState:
         "consecutive_lost",
         "consecutive_received",
         "errors",
-        "info_labels",
-        "labels",
         "last_result_at",
         "received",
         "rtt_sum",
@@ -40,7 +37,6 @@ class SiteState:
 
     def __init__(self, site: Site, settings: ProbeSettings) -> None:
         self.site = site
-        self.labels, self.info_labels = _label_texts(site, settings)
         self.settings = settings
         self.window = _window_for(settings)
         # Counted when a probe resolves (reply, timeout or error), so that
@@ -59,7 +55,6 @@ class SiteState:
     def reconfigure(self, site: Site, settings: ProbeSettings) -> None:
         """A reload changed the site: counters, histogram and samples carry on."""
         self.site = site
-        self.labels, self.info_labels = _label_texts(site, settings)
         if settings != self.settings:
             window = _window_for(settings)
             for sample in self.window.samples(0.0):
@@ -92,18 +87,6 @@ class SiteState:
             # A few lost packets do not change what we know: still up, or still unknown.
             up = False if self.consecutive_lost >= self.settings.down_after else self.up
         self.up = up
-
-
-def _label_texts(site: Site, settings: ProbeSettings) -> tuple[str, str]:
-    """The site's label sets as exposition text, built once rather than at every scrape."""
-    values = [site.id, site.tier, site.district or site.id, site.provision]
-    contact, contract = site.contact, site.contract
-    info = [site.name, site.parent or "", site.address,
-            (contact and contact.name) or "", (contact and contact.phone) or "",
-            (contract and contract.contractor) or "", (contract and contract.reference) or "",
-            str(settings.dscp)]
-    labels = label_text(SITE_LABELS, values)
-    return labels, f"{labels},{label_text(INFO_LABELS, info)}"
 
 
 def _window_for(settings: ProbeSettings) -> SiteWindow:

@@ -59,7 +59,7 @@ RANGE = 60
 # degraded ones (± 60 ms, read as about 40 ms): those and only those are degraded.
 JITTER_LIMIT = 0.012
 # Shown on the dashboards, not yet exported by vcmon: the MQTT publisher
-# (monitor/mqtt.py) is still being written and README's metric table does not list
+# (monitor/mqtt/publisher.py) is still being written and README's metric table does not list
 # these. A query of them may return nothing; any other metric name must exist.
 NOT_YET_EXPORTED = frozenset({
     "vcmon_mqtt_connected", "vcmon_mqtt_queue_depth", "vcmon_mqtt_published_total",

@@ -9,10 +9,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor import exposition
-from monitor.exposition import render_sites
 from monitor.inventory import parse_config
-from monitor.metrics import DaemonCollector, DaemonMetrics, render
+from monitor.metrics import sites as exposition
+from monitor.metrics.instance import DaemonCollector, DaemonMetrics
+from monitor.metrics.page import SitePage, render
+from monitor.metrics.sites import render_sites
 from monitor.status.health import HealthTracker
 from monitor.status.sites import SiteTable
 from probes import Outcome, ProbeResult
@@ -241,10 +242,11 @@ def test_chunked_rendering_is_the_same_page(scraped: tuple[Scrape, Source],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A family is written a chunk of sites at a time; chunk borders change nothing."""
     registry, source = scraped
+    texts = SitePage(source).labels.sites
     monkeypatch.setattr(exposition, "_CHUNK", 1)
-    one_by_one = render_sites(source.table, source.health, NOW)
+    one_by_one = render_sites(source.table, source.health, texts, NOW)
     monkeypatch.setattr(exposition, "_CHUNK", 1000)
-    assert one_by_one == render_sites(source.table, source.health, NOW)
+    assert one_by_one == render_sites(source.table, source.health, texts, NOW)
     assert one_by_one in registry.text
     # each family's lines stay together, as the text format requires
     names = [line.split("{")[0] for line in one_by_one.splitlines() if line[0] != "#"]

@@ -15,10 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.daemon import Daemon
 from monitor.inventory import parse_config
-from monitor.metrics import render
+from monitor.metrics.labels import LabelCache
+from monitor.metrics.page import render
+from monitor.metrics.services import render_services
 from monitor.probing.services import ServiceRunner
 from monitor.status.health import HealthTracker, Status
-from monitor.status.services import render_services
 from monitor.status.sites import SiteTable
 from probes import Outcome, ProbeResult
 from tests.conftest import free_port, promtool_check_metrics
@@ -107,7 +108,9 @@ def test_series_by_probe_with_reasons_expiry_and_dscp() -> None:
                                         "cert_not_after": expiry, "handshake_seconds": 0.002}))
     services.record(ProbeResult("hall/icmp-be", "127.0.0.10", 7, T0, Outcome.REPLY, 0.0001))
     services.record(ProbeResult("gone/sip", "127.0.0.99", 0, T0, Outcome.REPLY, 0.1))  # ignored
-    text = render_services(services, T0 + 86400)
+    texts = LabelCache()
+    texts.fill(world.table, services)
+    text = render_services(services, texts.probes, T0 + 86400)
     assert promtool_check_metrics(text) == ""
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(text) for s in f.samples}

@@ -18,7 +18,8 @@ from monitor.daemon import Daemon
 from monitor.inventory import Config, default_config, parse_config
 from monitor.inventory.shard import Shard, jump, parse_shard, select, shard_of, site_key
 from monitor.lab.sites import synthetic_inventory
-from monitor.metrics import DaemonCollector, render
+from monitor.metrics.instance import DaemonCollector
+from monitor.metrics.page import render
 from monitor.status.health import HealthTracker, Status
 from monitor.status.records import site_records
 from monitor.status.sites import SiteTable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from monitor._mqtt_client import SafeClient
+from monitor.mqtt.client import SafeClient
 
 
 async def _settle() -> None:

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.inventory import Config
-from monitor.mqtt import MqttPublisher
+from monitor.mqtt.publisher import MqttPublisher
 from monitor.status.health import HealthTracker, StateChange, Status
 from monitor.status.sites import SiteTable
 from tests.mqtt.broker import Broker, skip_unless_mosquitto

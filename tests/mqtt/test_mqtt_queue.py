@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from monitor._mqtt_messages import Topics, event_payload, state_payload, timestamp
-from monitor._mqtt_queue import Kind, OutboundQueue, Outgoing
 from monitor.inventory import parse_config
+from monitor.mqtt.messages import Topics, event_payload, state_payload, timestamp
+from monitor.mqtt.queue import Kind, OutboundQueue, Outgoing
 from monitor.status.health import HealthTracker, SiteHealth, StateChange, Status
 from monitor.status.window import summarize
 

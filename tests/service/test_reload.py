@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.daemon import Daemon
 from monitor.inventory import load_config
-from monitor.metrics import render
+from monitor.metrics.page import render
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets need root here")

@@ -1,4 +1,5 @@
-"""The Prometheus text format (0.0.4) pieces that every renderer of /metrics shares."""
+"""The Prometheus text format (0.0.4) pieces that every renderer of /metrics shares:
+sample values, HELP/TYPE headers, label names and escaped label text."""
 
 from __future__ import annotations
 
@@ -34,3 +35,19 @@ def families_text(families: Iterable[tuple[str, str, str]],
             parts.append("\n".join(lines[name]))
             parts.append("\n")
     return "".join(parts)
+
+
+SITE_LABELS = ("site", "tier", "district", "provision")
+# Longer values live on vcmon_site_info only, joined on `site` in PromQL.
+# dscp: of the site's ICMP probes, 0..63 (0: unmarked)
+INFO_LABELS = ("name", "parent", "address", "contact_name", "contact_phone", "contractor",
+               "contract_reference", "dscp")
+
+
+def escape(value: str) -> str:
+    """A label value as the text format wants it (backslash, quote and newline escaped)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def label_text(names: Iterable[str], values: Iterable[str]) -> str:
+    return ",".join(f'{n}="{escape(v)}"' for n, v in zip(names, values, strict=True))

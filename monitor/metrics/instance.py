@@ -1,9 +1,6 @@
-"""Prometheus exposition: state rendered on scrape, daemon events as counters.
-
-Per-site series carry ``site``, ``tier``, ``district`` and ``provision``; anything longer
-(name, parent, address) lives on ``vcmon_site_info`` only, to be joined in PromQL.
-Removed sites vanish by themselves because every scrape renders the current table.
-"""
+"""This instance's own series: the daemon-wide values read at scrape time (sites
+configured, packets ignored, conference phases, shard) and its events as counters and
+histograms (reloads, scheduler lag, render time) on an injectable registry."""
 
 from __future__ import annotations
 
@@ -17,14 +14,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from monitor import __version__
-from monitor.exposition import render_site_chunks
-from monitor.status.services import render_services
 from monitor.status.source import Source
 
 
@@ -94,20 +88,6 @@ def _shard_families(source: Source) -> tuple[Metric, Metric]:
         "Other shards' sites probed here only for the root cause of this shard's sites; "
         "their series come from their own shard.", value=len(source.table.upstream))
     return info, upstream
-
-
-def site_chunks(source: Source) -> Iterator[bytes]:
-    """The per-site and per-service part of /metrics, in pieces of about a thousand
-    sites' lines of one family; takes no lock (see ``exposition``)."""
-    now = source.table.clock()
-    for text in render_site_chunks(source.table, source.health, now):
-        yield text.encode()
-    yield render_services(source.health.services, now).encode()
-
-
-def render(source: Source, registry: CollectorRegistry) -> bytes:
-    """The whole /metrics page at once."""
-    return b"".join([*site_chunks(source), generate_latest(registry)])
 
 
 class DaemonMetrics:

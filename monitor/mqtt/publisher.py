@@ -21,15 +21,15 @@ from aiomqtt import Client, MqttCodeError, MqttError, Will
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from monitor._mqtt_client import SafeClient
-from monitor._mqtt_messages import (
+from monitor.inventory.mqtt import MqttSettings, MqttSetupError
+from monitor.mqtt.client import SafeClient
+from monitor.mqtt.messages import (
     Topics,
     event_payload,
     measurement_payload,
     state_payload,
 )
-from monitor._mqtt_queue import QUEUED_KINDS, Kind, OutboundQueue, Outgoing
-from monitor.inventory.mqtt import MqttSettings, MqttSetupError
+from monitor.mqtt.queue import QUEUED_KINDS, Kind, OutboundQueue, Outgoing
 from monitor.status.health import StateChange
 from monitor.status.source import Source
 

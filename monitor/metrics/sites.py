@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
-from monitor._textformat import header
 from monitor.inventory.thresholds import THRESHOLD_NAMES
+from monitor.metrics.labels import Texts
+from monitor.metrics.text import header
 from monitor.status.health import Status
 from monitor.status.sites import RTT_BUCKETS
 from monitor.status.window import WindowStats
@@ -109,84 +110,85 @@ def _exceeded(crossed: tuple[str, ...]) -> Callable[[str], str]:
     return lines
 
 
-Row = tuple["SiteState", "WindowStats", "SiteHealth | None"]
+# (label texts, state, window statistics, health) of one site
+Row = tuple[Texts, "SiteState", "WindowStats", "SiteHealth | None"]
 
 
 def _info(rows: list[Row]) -> list[str]:
-    return [f"vcmon_site_info{{{state.info_labels}}} 1" for state, _, _ in rows]
+    return [f"vcmon_site_info{{{info}}} 1" for (_, info), _, _, _ in rows]
 
 
 def _up(rows: list[Row]) -> list[str]:
-    return [f"vcmon_site_up{{{state.labels}}} {1 if state.up else 0}"
-            for state, _, _ in rows if state.up is not None]
+    return [f"vcmon_site_up{{{labels}}} {1 if state.up else 0}"
+            for (labels, _), state, _, _ in rows if state.up is not None]
 
 
 def _sent(rows: list[Row]) -> list[str]:
-    return [f"vcmon_probe_packets_sent_total{{{state.labels}}} {state.sent}"
-            for state, _, _ in rows]
+    return [f"vcmon_probe_packets_sent_total{{{labels}}} {state.sent}"
+            for (labels, _), state, _, _ in rows]
 
 
 def _received(rows: list[Row]) -> list[str]:
-    return [f"vcmon_probe_packets_received_total{{{state.labels}}} {state.received}"
-            for state, _, _ in rows]
+    return [f"vcmon_probe_packets_received_total{{{labels}}} {state.received}"
+            for (labels, _), state, _, _ in rows]
 
 
 def _errors(rows: list[Row]) -> list[str]:
-    return [f'vcmon_probe_errors_total{{{state.labels},reason="{reason}"}} {count}'
-            for state, _, _ in rows if state.errors
+    return [f'vcmon_probe_errors_total{{{labels},reason="{reason}"}} {count}'
+            for (labels, _), state, _, _ in rows if state.errors
             for reason, count in sorted(dict(state.errors).items())]
 
 
 def _histogram(rows: list[Row]) -> list[str]:
-    return [_hist_lines(state.labels, *accumulate(tuple(state.bucket_counts)), state.rtt_sum)
-            for state, _, _ in rows]
+    return [_hist_lines(labels, *accumulate(tuple(state.bucket_counts)), state.rtt_sum)
+            for (labels, _), state, _, _ in rows]
 
 
 def _rtt(rows: list[Row]) -> list[str]:
-    return [_rtt_lines(state.labels, s.rtt_min, s.rtt_avg, s.rtt_max, s.rtt_median, s.rtt_p95,
-                 s.rtt_stddev) for state, s, _ in rows if s.rtt_min is not None]
+    return [_rtt_lines(labels, s.rtt_min, s.rtt_avg, s.rtt_max, s.rtt_median, s.rtt_p95,
+                 s.rtt_stddev) for (labels, _), _, s, _ in rows if s.rtt_min is not None]
 
 
 def _window_value(name: str, value: Callable[[WindowStats], float | None]) -> Family:
     # always finite floats (or None, not written)
     def lines(rows: list[Row]) -> list[str]:
-        return [f"{name}{{{state.labels}}} {v:{_STAT}}"
-                for state, s, _ in rows if (v := value(s)) is not None]
+        return [f"{name}{{{labels}}} {v:{_STAT}}"
+                for (labels, _), _, s, _ in rows if (v := value(s)) is not None]
     return lines
 
 
 def _window_packets(rows: list[Row]) -> list[str]:
-    return [f"vcmon_site_window_packets{{{state.labels}}} {s.sent}" for state, s, _ in rows]
+    return [f"vcmon_site_window_packets{{{labels}}} {s.sent}" for (labels, _), _, s, _ in rows]
 
 
 def _status(rows: list[Row]) -> list[str]:
-    return [_status_lines[h.status](state.labels) for state, _, h in rows if h is not None]
+    return [_status_lines[h.status](labels) for (labels, _), _, _, h in rows if h is not None]
 
 
 def _threshold_exceeded(rows: list[Row]) -> list[str]:
-    return [_exceeded(h.exceeded)(state.labels) for state, _, h in rows if h is not None]
+    return [_exceeded(h.exceeded)(labels) for (labels, _), _, _, h in rows if h is not None]
 
 
 def _upstream_down(rows: list[Row]) -> list[str]:
-    return [f"vcmon_site_upstream_down{{{state.labels}}} "
+    return [f"vcmon_site_upstream_down{{{labels}}} "
             f"{1 if h.status is Status.UNREACHABLE else 0}"
-            for state, _, h in rows if h is not None]
+            for (labels, _), _, _, h in rows if h is not None]
 
 
 def _unreachable_behind(rows: list[Row]) -> list[str]:
-    return [f"vcmon_site_unreachable_behind{{{state.labels}}} {h.unreachable_behind}"
-            for state, _, h in rows if h is not None]
+    return [f"vcmon_site_unreachable_behind{{{labels}}} {h.unreachable_behind}"
+            for (labels, _), _, _, h in rows if h is not None]
 
 
 def _state_changes(rows: list[Row]) -> list[str]:
-    return [f"vcmon_site_state_changes_total{{{state.labels}}} {h.changes}"
-            for state, _, h in rows if h is not None]
+    return [f"vcmon_site_state_changes_total{{{labels}}} {h.changes}"
+            for (labels, _), _, _, h in rows if h is not None]
 
 
 def _status_since(rows: list[Row]) -> list[str]:
     # a clock reading: always a finite float
-    return [f"vcmon_site_status_since_timestamp_seconds{{{state.labels}}} {h.since!r}"
-            for state, _, h in rows if h is not None]
+    return [f"vcmon_site_status_since_timestamp_seconds{{{labels}}} {h.since!r}"
+            for (labels, _), _, _, h in rows if h is not None]
 
 
 Family = Callable[[list[Row]], list[str]]
@@ -212,14 +214,17 @@ _WRITERS: dict[str, Family] = {
 }
 
 
-def render_site_chunks(table: SiteTable, health: HealthTracker, now: float
-                       ) -> Iterator[str]:
+def render_site_chunks(table: SiteTable, health: HealthTracker, texts: dict[str, Texts],
+                       now: float) -> Iterator[str]:
     """Every per-site family, in the Prometheus text format (version 0.0.4), a family
-    and a thousand sites at a time."""
-    states: list[SiteState] = list(table.sites.values())
-    stats = [state.window.current_stats(now) for state in states]
-    healths = [health.sites.get(state.site.id) for state in states]
-    rows: list[Row] = list(zip(states, stats, healths, strict=True))
+    and a thousand sites at a time. ``texts``: the label texts by site id."""
+    rows: list[Row] = []
+    for state in list(table.sites.values()):
+        site_id = state.site.id
+        found = texts.get(site_id)
+        if found is None:  # a site a reload added while this page was being written
+            continue
+        rows.append((found, state, state.window.current_stats(now), health.sites.get(site_id)))
     for name, kind, text in FAMILIES:
         write = _WRITERS[name]
         yield header(name, kind, text)
@@ -230,6 +235,7 @@ def render_site_chunks(table: SiteTable, health: HealthTracker, now: float
                 yield "\n".join(lines)
 
 
-def render_sites(table: SiteTable, health: HealthTracker, now: float) -> str:
+def render_sites(table: SiteTable, health: HealthTracker, texts: dict[str, Texts],
+                 now: float) -> str:
     """Every per-site family as one text (tests and small inventories)."""
-    return "".join(render_site_chunks(table, health, now))
+    return "".join(render_site_chunks(table, health, texts, now))
