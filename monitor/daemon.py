@@ -13,7 +13,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
-from monitor.http import HttpServer
+from monitor.http.server import HttpServer
 from monitor.inventory import Config, ConfigError, default_config
 from monitor.inventory.isolated import load_config_isolated_async, prepare_fallback
 from monitor.inventory.secrets import check_reloaded, warn_exposed_secrets
@@ -67,7 +67,7 @@ class Daemon:
         self.services = ServiceRunner(self.health.services.record)
         self.registry.register(DaemonCollector(self))
         self.page = SitePage(self)
-        self.http = HttpServer(self)
+        self.http = HttpServer(self, self, self.page, self.metrics)
         self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[list[str]]] = set()

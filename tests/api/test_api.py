@@ -13,7 +13,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from monitor.api import register_routes
+from monitor.http.api import register_routes
 from monitor.inventory import Config, parse_config
 from monitor.status.health import HealthTracker
 from monitor.status.records import site_records, tallies

@@ -36,10 +36,10 @@ def _json(payload: object, status: int = 200) -> web.Response:
 
 
 class Api:
-    """Handlers over a running daemon's table, health and configuration."""
+    """Handlers over an instance's table, health and configuration (its ``Source``)."""
 
-    def __init__(self, daemon: Source) -> None:
-        self._daemon = daemon
+    def __init__(self, source: Source) -> None:
+        self._source = source
         self._cached: tuple[float, list[dict[str, Any]]] | None = None
         data = resources.files("monitor").joinpath("data")
         self._board = data.joinpath("board.html").read_text("utf-8")
@@ -49,7 +49,7 @@ class Api:
         now = time.time()
         if self._cached is not None and now - self._cached[0] < _CACHE_SECONDS:
             return self._cached[1]
-        d = self._daemon
+        d = self._source
         loop = asyncio.get_running_loop()
         # Window statistics of every site: milliseconds here, seconds at 20,000 sites.
         records = await loop.run_in_executor(None, site_records, d.table, d.health, d.config, now)
@@ -57,7 +57,7 @@ class Api:
         return records
 
     def _envelope(self, now: float) -> dict[str, Any]:
-        zone = self._daemon.config.schedule.zone
+        zone = self._source.config.schedule.zone
         return {"generated_at": iso(now, zone), "timestamp": now}
 
     async def sites(self, request: web.Request) -> web.Response:
@@ -76,7 +76,7 @@ class Api:
 
     async def summary(self, request: web.Request) -> web.Response:
         now = time.time()
-        config = self._daemon.config
+        config = self._source.config
         return _json(summary(await self.records(), config, now))
 
     async def board(self, request: web.Request) -> web.Response:
@@ -87,9 +87,9 @@ class Api:
                             charset="utf-8")
 
 
-def register_routes(app: web.Application, daemon: Source) -> None:
+def register_routes(app: web.Application, source: Source) -> None:
     """The board at ``/`` and the JSON API under ``/api/v1``."""
-    api = Api(daemon)
+    api = Api(source)
     app.router.add_get("/", api.board)
     app.router.add_get(f"{PREFIX}/sites", api.sites)
     app.router.add_get(f"{PREFIX}/sites/{{site_id}}", api.site)

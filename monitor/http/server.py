@@ -9,21 +9,35 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from monitor.api import register_routes
+from monitor.http.api import register_routes
 from monitor.inventory.web import WebUsers
+from monitor.metrics.instance import DaemonMetrics
+from monitor.metrics.page import SitePage
+from monitor.status.source import Source
 from monitor.system.forked import ChildFailed, pack, run_in_child
 
 # /metrics goes to the socket in pieces of this size (bytes)
 _SEND_PIECE = 256 << 10
 
-if TYPE_CHECKING:
-    from monitor.daemon import Daemon
+
+
+class Lifecycle(Protocol):
+    """What the /-/ endpoints may ask of the instance: nothing else of the daemon."""
+
+    @property
+    def ready(self) -> bool:
+        """Every site has had its first probe."""
+        ...
+
+    async def reload(self) -> list[str]:
+        """Re-read the inventory; the problems, or [] when it was applied."""
+        ...
 
 log = structlog.get_logger("vcmon.http")
 
@@ -76,8 +90,12 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
 
 
 class HttpServer:
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+    def __init__(self, source: Source, lifecycle: Lifecycle, page: SitePage,
+                 metrics: DaemonMetrics) -> None:
+        self._source = source
+        self._lifecycle = lifecycle
+        self._page = page
+        self._metrics = metrics
         self._runner: web.AppRunner | None = None
         self._rendering = asyncio.Lock()
         # One thread for bcrypt: a flood of wrong passwords takes one core, never the
@@ -91,13 +109,13 @@ class HttpServer:
                       app.router.add_get("/-/ready", self.ready).resource}
         app.router.add_post("/-/reload", self.reload)
         # the status board at / and the JSON API under /api/v1
-        register_routes(app, daemon)
+        register_routes(app, source)
         app.on_response_prepare.append(self._add_headers)
         self.app = app
 
     async def start(self, listen: str) -> None:
         """Bind the listener; it serves once the event loop runs."""
-        web_settings = self._daemon.config.web
+        web_settings = self._source.config.web
         if web_settings.users is not None and web_settings.tls is None:
             log.warning("basic_auth_without_tls", listen=listen,
                         hint="passwords cross the network in clear text; set "
@@ -118,7 +136,7 @@ class HttpServer:
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         # The users of the configuration in force: a reload changes them.
-        users = self._daemon.config.web.users
+        users = self._source.config.web.users
         if users is None or request.match_info.route.resource in self._open:
             return await handler(request)
         if await self._logged_in(users, request.headers.get(hdrs.AUTHORIZATION)):
@@ -137,11 +155,10 @@ class HttpServer:
         return await loop.run_in_executor(self._bcrypt, users.verify, *login)
 
     async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
-        response.headers.update(self._daemon.config.web.headers)
+        response.headers.update(self._source.config.web.headers)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
-        daemon = self._daemon
         started = time.perf_counter()
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
         if gzipped:
@@ -158,10 +175,10 @@ class HttpServer:
         async with self._rendering:  # one render at a time, however many scrapers
             # The daemon-wide metrics here (their collectors take locks); the sites'
             # thousands of series in a forked child, off the probe loop's GIL.
-            tail = generate_latest(daemon.registry)
+            tail = generate_latest(self._metrics.registry)
 
             def page() -> Iterator[bytes]:
-                return itertools.chain(daemon.page.chunks(), [tail])
+                return itertools.chain(self._page.chunks(), [tail])
 
             try:
                 await run_in_child(lambda: pack(page(), gzipped), "render", sink=send)
@@ -176,7 +193,7 @@ class HttpServer:
                 body = await loop.run_in_executor(None, pack, page(), gzipped)
                 for start in range(0, len(body), _SEND_PIECE):
                     await send(body[start:start + _SEND_PIECE])
-        daemon.metrics.render_duration.observe(time.perf_counter() - started)
+        self._metrics.render_duration.observe(time.perf_counter() - started)
         if not response.prepared:  # an empty page
             await response.prepare(request)
         await response.write_eof()
@@ -186,16 +203,16 @@ class HttpServer:
         return web.Response(text="vcmon is healthy.\n")
 
     async def ready(self, request: web.Request) -> web.Response:
-        if self._daemon.ready:
+        if self._lifecycle.ready:
             return web.Response(text="vcmon is ready.\n")
         return web.Response(status=503, text="vcmon is starting: first probe cycle not done.\n")
 
     async def reload(self, request: web.Request) -> web.Response:
-        if not self._daemon.config.web.enable_lifecycle:
+        if not self._source.config.web.enable_lifecycle:
             return web.Response(status=403, text="POST /-/reload is disabled (web: "
                                 "enable_lifecycle: false); send SIGHUP instead, e.g. "
                                 "systemctl reload vcmon\n")
-        problems = await self._daemon.reload()
+        problems = await self._lifecycle.reload()
         if problems:
             text = "reload failed; still running the previous configuration:\n"
             return web.Response(status=400, text=text + "\n".join(problems) + "\n")
