@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from monitor import __version__
 from monitor.inventory import Config, ConfigError, default_config, load_config
 from monitor.inventory.isolated import load_config_isolated
-from monitor.inventory.shard import Shard, describe, parse_shard
+from monitor.inventory.selection import describe
+from monitor.inventory.shard import Shard, parse_shard
 from monitor.lab.cli import add_lab_parser
 from monitor.report.cli import add_report_parser
 from monitor.status.window import summarize

@@ -12,7 +12,7 @@ sudo_cmd=()
 # systemd for systemd-analyze (the unit's checks), util-linux for setpriv.
 packages=(prometheus prometheus-alertmanager mosquitto fping iproute2 libcap2-bin systemd
           util-linux chromium chromium-driver)
-packages+=(curl)  # a real HTTPS client against the TLS and basic-auth endpoints (tests/api/test_auth.py)
+packages+=(curl)  # a real HTTPS client against the TLS and basic-auth endpoints (tests/http/test_auth.py)
 packages+=(sip-tester)  # sipp: the real SIP peer the sip probe tests talk to
 packages+=(tcpdump)  # captures service probes on loopback to check their DSCP marking
 packages+=(prometheus-smokeping-prober)  # tests/bench/bench_scale.py compares vcmon with it
@@ -34,4 +34,6 @@ fi
 
 .venv/bin/ruff check .
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache  # the house's floors (pyproject.toml [tool.importlinter])
+.venv/bin/deptry .                 # declared dependencies = imported ones
 exec .venv/bin/pytest "$@"

@@ -1,18 +1,11 @@
-"""The inventory's ``reports:`` section: when the daemon writes readiness reports, and where.
-
-Kept here rather than in ``monitor.inventory.schema`` (which imports it) so that the report package
-owns its settings; it imports nothing of vcmon at run time, so no import cycle.
-"""
+"""The inventory's ``reports:`` section: when the daemon writes readiness reports, and where."""
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-if TYPE_CHECKING:
-    from monitor.inventory.schema import Config
 
 Format = Literal["md", "html", "csv", "json"]
 Lang = Literal["vi", "en"]
@@ -53,9 +46,3 @@ class ReportSettings(BaseModel):
     lang: Lang = "vi"
     # Prometheus's base URL for the history part; without it reports cover "now" only
     prometheus: str | None = None
-
-
-def report_times(config: Config) -> list[str]:
-    """The configured report times, or the defaults when reports are off."""
-    settings = config.reports
-    return list(settings.times) if settings is not None else list(DEFAULT_TIMES)

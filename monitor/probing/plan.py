@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from monitor.inventory import Config, ProbeSettings
-from monitor.inventory.shard import select
+from monitor.inventory.selection import select
 from monitor.probing.scheduler import SendFn, Target
 from probes import KINDS, IcmpEngine, ProbeResult
 

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from monitor.inventory import Config, ServiceProbe
-from monitor.inventory.shard import owned_sites
+from monitor.inventory.selection import owned_sites
 from monitor.probing.plan import marked
 from monitor.probing.scheduler import Scheduler, SendFn, Target
 from probes import KINDS, Outcome, ProbeFn, ProbeResult

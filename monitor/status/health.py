@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from monitor.inventory import Config, Site
-from monitor.inventory.shard import Role, select
+from monitor.inventory.selection import Role, select
 from monitor.inventory.thresholds import THRESHOLD_NAMES, HealthSettings, Thresholds
 from monitor.status.services import ServiceTable, describe_failing
 from monitor.status.sites import SiteState, SiteTable

@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from monitor.inventory import Config
-from monitor.inventory.reports import report_times
+from monitor.inventory.reports import DEFAULT_TIMES
 from monitor.status.health import HealthTracker, SiteHealth, Status
 from monitor.status.sites import SiteState, SiteTable
 
@@ -109,6 +109,12 @@ def tallies(records: list[dict[str, Any]]) -> dict[str, Any]:
         "by_district": [{"id": district, "name": name, "counts": counts(statuses)}
                         for district, (name, statuses) in districts.items()],
     }
+
+
+def report_times(config: Config) -> list[str]:
+    """The configured report times, or the defaults when reports are off."""
+    settings = config.reports
+    return list(settings.times) if settings is not None else list(DEFAULT_TIMES)
 
 
 def summary(records: list[dict[str, Any]], config: Config, now: float) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import structlog
 
 from monitor.inventory import Config, ServiceProbe, Site
-from monitor.inventory.shard import owned_sites
+from monitor.inventory.selection import owned_sites
 from monitor.probing.services import key_of
 from probes import Outcome, ProbeResult
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from monitor.inventory import Config, ProbeSettings, Site
-from monitor.inventory.shard import Role, select
+from monitor.inventory.selection import Role, select
 from monitor.status.window import SiteWindow
 from probes import Outcome, ProbeResult
 

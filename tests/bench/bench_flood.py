@@ -66,7 +66,7 @@ from _common import assert_loopback, percentile, target_addresses
 from probes import ProbeResult
 from probes.icmp import IcmpEngine, Mode
 from probes.icmp_packet import checksum
-from tests.bench._service import require_root
+from tests.bench.service import require_root
 from tests.netns import NetNamespace
 
 HOST, FLOODER = "198.51.100.1", "198.51.100.2"

@@ -39,8 +39,8 @@ from monitor.lab import control
 from monitor.lab.netlab import Lab
 from monitor.lab.profiles import Profile
 from monitor.lab.sites import synthetic_inventory
-from tests.bench._service import require_root
-from tests.lab._harness import Measured, inventory, loopback_sites, measure
+from tests.bench.service import require_root
+from tests.lab.harness import Measured, inventory, loopback_sites, measure
 
 LAB = Lab(name="vcmon-bench", network=ipaddress.IPv4Network("198.19.0.0/17"))
 

@@ -53,7 +53,7 @@ from monitor.lab import control, netlab
 from monitor.lab.netlab import Lab
 from monitor.lab.profiles import Profile
 from monitor.status.health import HealthTracker
-from tests.bench._service import require_root
+from tests.bench.service import require_root
 from tests.deploy.conftest import ALERTMANAGER_CONFIG, PROMETHEUS_DIR
 from tests.deploy.paging import Json, PagingPath, Webhook, go_timestamp, until
 

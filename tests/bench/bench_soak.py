@@ -83,8 +83,8 @@ from monitor.lab.netlab import Lab
 from monitor.lab.profiles import Profile
 from monitor.lab.sites import synthetic_inventory
 from tests.conftest import free_port
-from tests.lab._harness import check_routes
 from tests.lab.conftest import make_lab
+from tests.lab.harness import check_routes
 from tests.mqtt.broker import MOSQUITTO, Broker
 
 PREFIX = "vcmon-soak"

@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing of the inventory loader with atheris (libFuzzer), from bytes.
 
-The seeded generator in tests/monitor/test_config_fuzz.py knows what inventories look
+The seeded generator in tests/inventory/test_config_fuzz.py knows what inventories look
 like; libFuzzer knows nothing, but follows the branches each input reaches in the
 loader, PyYAML's pure-Python parser and vcmon's checks, and so finds inputs no grammar
 would write. Every input goes through ``load_config`` as a .yaml and as a .csv file
@@ -31,7 +31,7 @@ with atheris.instrument_imports(include=["monitor", "yaml"]):
 
 FOLDER = Path(tempfile.mkdtemp(prefix="vcmon-atheris-"))
 FILES = (FOLDER / "fuzz.yaml", FOLDER / "fuzz.csv")
-SEEDS = Path(__file__).parents[1] / "monitor" / "testdata"
+SEEDS = Path(__file__).parents[1] / "inventory" / "testdata"
 stats = {"inputs": 0, "slowest": 0.0, "started": time.perf_counter()}
 
 

@@ -78,7 +78,7 @@ DOWN_ALERTS = ["VcmonProvinceDown", "VcmonDistrictUplinkDown", "VcmonSiteDown"]
 
 def test_down_alerts_fire_at_the_first_evaluation_that_sees_down() -> None:
     """No `for:` ladder: vcmon itself never reports a child `down` just before or after
-    its uplink's outage (the hold in monitor/status/health.py, tests/monitor/test_health.py), so
+    its uplink's outage (the hold in monitor/status/health.py, tests/status/test_health.py), so
     every down alert fires at the first evaluation that sees `down`: a commune pages
     about 10-15 s after its link fails (tests/bench/bench_paging.py measures it)."""
     waits = {rule["alert"]: seconds(rule.get("for", "0s")) for rule in alerting_rules()}

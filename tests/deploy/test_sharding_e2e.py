@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from monitor.inventory import default_config
-from monitor.inventory.shard import Shard, select
+from monitor.inventory.selection import select
+from monitor.inventory.shard import Shard
 from tests.conftest import free_port, stop_process, wait_until
 from tests.deploy.conftest import PROMETHEUS_DIR, ROOT, run, tool
 

@@ -22,8 +22,8 @@ from monitor.lab.loss import GilbertElliott
 from monitor.lab.netlab import Lab
 from monitor.lab.profiles import Profile
 from monitor.status.sites import SiteState
-from tests.lab._harness import Measured, inventory, loopback_sites, measure, running
 from tests.lab.conftest import make_lab
+from tests.lab.harness import Measured, inventory, loopback_sites, measure, running
 from tests.netns import skip_unless_available
 
 pytestmark = skip_unless_available

@@ -76,7 +76,7 @@ def test_lab_names_and_networks_are_checked(name: str, network: str, message: st
 
 
 @pytest.mark.parametrize("source", ["monitor/data/default-inventory.yaml",
-                                    "tests/monitor/testdata/sites.csv"])
+                                    "tests/inventory/testdata/sites.csv"])
 def test_an_inventory_keeps_its_sites_on_lab_addresses(source: str, tmp_path: Path) -> None:
     original = load_config(REPO / source)
     text, config = relocate(inventory_document(str(REPO / source)), SMALL)

@@ -20,7 +20,7 @@ import pytest
 from probes import Outcome, sip
 from probes.sip import T1
 from tests.conftest import free_port, stop_process
-from tests.probes._peers import port_of, tcp_peer
+from tests.probes.peers import port_of, tcp_peer
 
 SCENARIO = Path(__file__).parent / "sipp" / "options-uas.xml"
 

@@ -9,7 +9,7 @@ import pytest
 from probes import Outcome, ProbeResult, tcp
 from tests import netns
 from tests.conftest import free_port
-from tests.probes._peers import port_of, tcp_peer
+from tests.probes.peers import port_of, tcp_peer
 
 
 def spec(port: int | str, dscp: int = 0) -> tcp.TcpSpec:

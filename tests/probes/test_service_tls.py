@@ -16,7 +16,7 @@ import trustme
 
 from probes import Outcome, tls
 from tests.conftest import free_port
-from tests.probes._peers import port_of, tcp_peer
+from tests.probes.peers import port_of, tcp_peer
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 GOOD_UNTIL = NOW + timedelta(days=30)

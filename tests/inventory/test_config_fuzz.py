@@ -11,7 +11,7 @@ documents (default 10,000) from ``VCMON_FUZZ_SEED`` (default 11). A failing docu
 written to ``$TMPDIR/vcmon-fuzz-failure-<seed>-<n>.yaml``. The figures (documents, time,
 slowest document, peak memory) are printed; see them with ``pytest -s``:
 
-    VCMON_FUZZ_DOCS=10000 .venv/bin/pytest -s tests/monitor/test_config_fuzz.py
+    VCMON_FUZZ_DOCS=10000 .venv/bin/pytest -s tests/inventory/test_config_fuzz.py
 """
 
 from __future__ import annotations

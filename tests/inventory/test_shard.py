@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.cli import main
 from monitor.daemon import Daemon
 from monitor.inventory import Config, default_config, parse_config
-from monitor.inventory.shard import Shard, jump, parse_shard, select, shard_of, site_key
+from monitor.inventory.selection import select
+from monitor.inventory.shard import Shard, jump, parse_shard, shard_of, site_key
 from monitor.lab.sites import synthetic_inventory
 from monitor.metrics.instance import DaemonCollector
 from monitor.metrics.page import render

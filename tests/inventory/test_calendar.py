@@ -56,7 +56,7 @@ def test_per_session_preflight_and_explicit_offsets() -> None:
 
 def test_maintenance_windows_open_and_close_in_the_zone() -> None:
     # which sites a window covers (its sites, its districts) is the health tracker's
-    # business: tests/monitor/test_health.py
+    # business: tests/status/test_health.py
     schedule = Schedule.model_validate({"maintenance": [
         {"sites": ["xa-a"], "start": "2026-03-27 07:00", "end": "2026-03-27 08:00"},
         {"districts": ["huyen"], "start": "2026-03-28 07:00", "end": "2026-03-28 08:00"}]})

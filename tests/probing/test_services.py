@@ -23,7 +23,7 @@ from monitor.status.health import HealthTracker, Status
 from monitor.status.sites import SiteTable
 from probes import Outcome, ProbeResult
 from tests.conftest import free_port, promtool_check_metrics
-from tests.probes._peers import port_of, tcp_peer
+from tests.probes.peers import port_of, tcp_peer
 
 T0 = 1_774_569_600.0
 

@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.api.cdp import Browser, chromium_binary
+from tests.http.cdp import Browser, chromium_binary
 from tests.netns import skip_unless_available
 from tests.report.scenario import DAEMON, SITES, Province, province
 
