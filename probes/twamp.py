@@ -41,8 +41,10 @@ from typing import Final
 __all__ = [
     "ANCILLARY_SIZE",
     "DEFAULT_PORT",
+    "IP_RECVTTL",
     "REFLECTION_HEADER",
     "SENDER_HEADER",
+    "SO_TIMESTAMPNS",
     "Arrival",
     "ErrorEstimate",
     "MalformedPacket",
