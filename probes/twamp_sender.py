@@ -32,6 +32,7 @@ from probes.twamp import (
     ANCILLARY_SIZE,
     DEFAULT_PORT,
     REFLECTION_HEADER,
+    SENDER_HEADER,
     ErrorEstimate,
     MalformedPacket,
     Reflection,
@@ -58,6 +59,9 @@ _DRAIN_BATCH: Final = 256
 # A jumbo frame's worth; a longer datagram is cut, flagged MSG_TRUNC and dropped.
 _RECEIVE_SIZE: Final = 9216
 _MAX_SIZE: Final = 65_507  # the largest UDP payload over IPv4
+# where a reflection echoes the sender's sequence number, timestamp and error estimate
+_ECHO_START: Final = 24
+_ECHO_END: Final = _ECHO_START + SENDER_HEADER
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +84,14 @@ class StreamResult:
 
 
 class _Packet:
-    __slots__ = ("deadline_ns", "done", "received_ns", "reflection", "reply_ttl", "sent_ns")
+    __slots__ = ("deadline_ns", "done", "header", "received_ns", "reflection", "reply_ttl",
+                 "sent_ns")
 
-    def __init__(self, sent_ns: int, timeout_ns: int) -> None:
+    def __init__(self, sent_ns: int, timeout_ns: int, header: bytes) -> None:
         self.sent_ns = sent_ns
+        # what the reflector must echo, compared as bytes: a nanosecond reading of T1
+        # would not see a change in the lowest bits of its NTP fraction
+        self.header = header
         self.deadline_ns = sent_ns + timeout_ns
         self.done = False  # answered, or counted as lost
         self.reflection: Reflection | None = None
@@ -99,6 +107,7 @@ class _Stream:
     packets: list[_Packet] = field(default_factory=list)
     duplicates: list[DuplicateReply] = field(default_factory=list)
     unresolved: int = 0
+    all_sent: bool = False
     all_answered: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -182,8 +191,9 @@ class TwampSender:
         if spacing < 0 or timeout <= 0:
             raise ValueError("spacing must be >= 0 and timeout > 0 seconds")
         if not REFLECTION_HEADER <= size <= _MAX_SIZE:
-            raise ValueError(f"size must be within {REFLECTION_HEADER}..{_MAX_SIZE} bytes"
-                             f" (the reply header is {REFLECTION_HEADER}), not {size}")
+            raise ValueError(
+                f"a test packet of {size} bytes cannot be answered at its own size: use a size"
+                f" of at least {REFLECTION_HEADER} (the reply header) and at most {_MAX_SIZE}")
         if not 0 < port < 65536:
             raise ValueError(f"port must be within 1..65535, not {port}")
         try:
@@ -228,10 +238,10 @@ class TwampSender:
             # T1 is taken before sendmsg: on loopback the reply can be received and
             # stamped inside the sendmsg call (measured for ICMP in probes/icmp.py).
             sent_ns = time_ns()
-            packet = _Packet(sent_ns, run.timeout_ns)
-            run.packets.append(packet)
             data = TestPacket((run.base_seq + index) & 0xFFFFFFFF, sent_ns, run.error_estimate,
                               size).encode(padding)
+            packet = _Packet(sent_ns, run.timeout_ns, data[:SENDER_HEADER])
+            run.packets.append(packet)
             try:
                 sock.sendmsg((data,), ancillary, 0, sockaddr)
             except OSError:
@@ -239,6 +249,9 @@ class TwampSender:
                 send_errors += 1
                 continue
             run.unresolved += 1
+        run.all_sent = True
+        if not run.unresolved:
+            run.all_answered.set()
         return send_errors
 
     def _drain(self, sock: socket.socket, v6: bool) -> None:
@@ -269,8 +282,7 @@ class TwampSender:
                 ignored[UNMATCHED] += 1
                 continue
             packet = run.packets[index]
-            if (reflection.sender_timestamp_ns != packet.sent_ns
-                    or reflection.sender_error_estimate != run.error_estimate):
+            if data[_ECHO_START:_ECHO_END] != packet.header:
                 ignored[UNMATCHED] += 1
                 continue
             came = arrival(ancillary, time_ns())
@@ -291,7 +303,7 @@ class TwampSender:
         if not packet.done:
             packet.done = True
             run.unresolved -= 1
-            if not run.unresolved:
+            if not run.unresolved and run.all_sent:
                 run.all_answered.set()
 
     @staticmethod
