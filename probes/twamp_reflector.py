@@ -79,7 +79,7 @@ class TwampReflector:
 
     __slots__ = ("_allow", "_buckets", "_burst", "_counters", "_error", "_listen", "_loop",
                  "_max_senders", "_max_size", "_port", "_rate", "_sender_idle", "_sockets",
-                 "_tos", "dropped", "reflected")
+                 "_tos", "_tos_messages", "dropped", "reflected")
 
     def __init__(
         self,
@@ -125,6 +125,9 @@ class TwampReflector:
         # (address, port) -> (next reflector sequence number, last seen), oldest first
         self._counters: OrderedDict[tuple[str, int], tuple[int, float]] = OrderedDict()
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        # the IP_TOS / IPV6_TCLASS control message of each TOS, made once, not per reply
+        self._tos_messages = {v6: [tos_ancillary(value, v6) for value in range(256)]
+                              for v6 in (False, True)}
         self.reflected = 0
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
 
@@ -230,14 +233,16 @@ class TwampReflector:
                 dropped[RATE_LIMITED] += 1
                 continue
             came = arrival(ancillary, time_ns())
-            tos = self._tos if self._tos is not None else (came.tos or 0)
+            # DSCP only: the two ECN bits belong to the request's transport, and a copied
+            # ECT or CE mark would misreport congestion on the way back (RFC 3168 §5).
+            tos = self._tos if self._tos is not None else (came.tos or 0) & 0xFC
             seq = self._next_seq((address, port), now)
             ttl = _UNKNOWN_TTL if came.ttl is None else came.ttl
             send_ns = time_ns()
             reply = reflect(data, seq=seq, receive_ns=came.received_ns, send_ns=send_ns,
                             error_estimate=self._error, ttl=ttl)
             try:
-                sock.sendmsg((reply,), tos_ancillary(tos, v6), 0, source)
+                sock.sendmsg((reply,), self._tos_messages[v6][tos], 0, source)
             except OSError:
                 dropped[SEND_ERROR] += 1
                 continue

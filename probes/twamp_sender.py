@@ -56,9 +56,10 @@ IGNORE_REASONS: Final = (MALFORMED, FOREIGN, UNMATCHED, LATE, DUPLICATE)
 
 # Reads per reader callback before yielding to the loop (as the ICMP engine: ~1 ms).
 _DRAIN_BATCH: Final = 256
-# A jumbo frame's worth; a longer datagram is cut, flagged MSG_TRUNC and dropped.
+# A jumbo frame's worth; a longer datagram is cut, flagged MSG_TRUNC and dropped, so
+# no stream may use longer packets (their replies are as long).
 _RECEIVE_SIZE: Final = 9216
-_MAX_SIZE: Final = 65_507  # the largest UDP payload over IPv4
+_MAX_SIZE: Final = _RECEIVE_SIZE
 # where a reflection echoes the sender's sequence number, timestamp and error estimate
 _ECHO_START: Final = 24
 _ECHO_END: Final = _ECHO_START + SENDER_HEADER
@@ -189,7 +190,8 @@ class TwampSender:
         if count < 1:
             raise ValueError(f"a stream needs at least one packet, not count={count}")
         if spacing < 0 or timeout <= 0:
-            raise ValueError("spacing must be >= 0 and timeout > 0 seconds")
+            raise ValueError(f"spacing must be at least 0 s and timeout more than 0 s, not"
+                             f" spacing={spacing} and timeout={timeout}")
         if not REFLECTION_HEADER <= size <= _MAX_SIZE:
             raise ValueError(
                 f"a test packet of {size} bytes cannot be answered at its own size: use a size"

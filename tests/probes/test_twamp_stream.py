@@ -316,18 +316,22 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="tcpdump needs root to
 
 
 @needs_root
-@pytest.mark.parametrize(("address", "reflector_tos", "expected"),
-                         [("127.0.0.1", None, [EF] * 4), ("::1", None, [EF] * 4),
-                          ("127.0.0.1", 0x88, [EF, 0x88] * 2)])
-async def test_dscp_on_both_directions(sender: TwampSender, address: str,
+@pytest.mark.parametrize(
+    ("address", "sender_tos", "reflector_tos", "expected"),
+    [("127.0.0.1", EF, None, [EF] * 4), ("::1", EF, None, [EF] * 4),
+     # a configured reply TOS (AF41) wins over the request's
+     ("127.0.0.1", EF, 0x88, [EF, 0x88] * 2),
+     # EF with ECT(1): the reply copies the DSCP, never the request's ECN bits
+     ("127.0.0.1", 0xB9, None, [0xB9, EF] * 2)])
+async def test_dscp_on_both_directions(sender: TwampSender, address: str, sender_tos: int,
                                        reflector_tos: int | None,
                                        expected: Sequence[int]) -> None:
     reflector = await reflector_for(address, tos=reflector_tos)
     try:
         _, port = reflector.addresses[0]
         marks = await captured_tos(port, 4, lambda: sender.stream(
-            address, port, count=2, spacing=0.05))
+            address, port, count=2, spacing=0.05, tos=sender_tos))
     finally:
         await reflector.close()
-    # request, reply, request, reply: the reflector copies the request's TOS unless told
+    # request, reply, request, reply as tcpdump saw them
     assert marks == list(expected)
