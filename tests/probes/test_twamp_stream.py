@@ -25,6 +25,7 @@ from probes.twamp import (
 )
 from probes.twamp_reflector import TwampReflector
 from probes.twamp_sender import EF, StreamResult, TwampSender
+from tests.netns import NetNamespace, skip_unless_available
 
 UNSYNCED = ErrorEstimate(False, 10, 1)
 # a request and whether an answer arrives are judged within this (loopback answers in µs)
@@ -118,6 +119,33 @@ async def test_concurrent_streams_to_one_reflector_take_turns(sender: TwampSende
         numbers = [p.reflection.seq for p in result.packets if p.reflection]
         assert numbers == list(range(numbers[0], numbers[0] + 5))
         assert (result.stats.forward.lost, result.stats.reverse.lost) == (0, 0)
+
+
+@skip_unless_available
+async def test_default_port_862_in_a_namespace_of_our_own() -> None:
+    """The well-known port, bound where it can clash with nothing: a fresh namespace."""
+
+    async def scenario() -> StreamResult:
+        reflector = TwampReflector(["::1/128"], listen=("::1",))
+        await reflector.start()
+        sender = TwampSender(error_estimate=UNSYNCED)
+        await sender.start()
+        try:
+            assert reflector.addresses == [("::1", 862)]
+            return await sender.stream("::1", count=5, spacing=0.01)
+        finally:
+            await sender.close()
+            await reflector.close()
+
+    def in_namespace(namespace: NetNamespace) -> StreamResult:
+        # The whole thread, its loop and every socket it opens, live in the namespace.
+        with namespace.entered():
+            return asyncio.run(scenario())
+
+    with NetNamespace() as namespace:
+        assert namespace.route_device("::1") == "lo"
+        result = await asyncio.wait_for(asyncio.to_thread(in_namespace, namespace), 20)
+    assert (result.port, result.stats.received, result.stats.lost) == (862, 5, 0)
 
 
 # --- the reflector's defences -------------------------------------------------------
