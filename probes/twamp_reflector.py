@@ -11,7 +11,8 @@ carries the request's TOS / traffic class unless one is configured.
 
 It is built to be harmless on the Internet: it answers only sources inside the
 allow-list, at most ``rate`` packets per second per source address (bursts of
-``burst``), and never with more bytes than it received (the reply is exactly the
+``burst``), never to a well-known port (a loop with another reflector or an echo
+service), and never with more bytes than it received (the reply is exactly the
 request's size; a request shorter than the 41-byte reply header is dropped). Every
 datagram it does not answer is counted in ``dropped`` under one of ``DROP_REASONS``.
 """
@@ -46,10 +47,16 @@ RATE_LIMITED: Final = "rate_limited"  # source over its token bucket
 TOO_SHORT: Final = "too_short"  # under the 41-byte reply header: answering would amplify
 TOO_LONG: Final = "too_long"  # over max_size
 MALFORMED: Final = "malformed"  # zero error-estimate multiplier, source port 0
+# from a well-known port: an echo (7), chargen (19) or another reflector (862) there
+# would answer the reply, and a request spoofed from it would start an endless loop
+SERVICE_PORT: Final = "service_port"
 SEND_ERROR: Final = "send_error"  # the kernel refused the reply
-DROP_REASONS: Final = (NOT_ALLOWED, RATE_LIMITED, TOO_SHORT, TOO_LONG, MALFORMED, SEND_ERROR)
+DROP_REASONS: Final = (NOT_ALLOWED, RATE_LIMITED, TOO_SHORT, TOO_LONG, MALFORMED, SERVICE_PORT,
+                       SEND_ERROR)
 
 _DRAIN_BATCH: Final = 256
+# Senders send from ephemeral ports; below this are the well-known services (RFC 6335 §6).
+_FIRST_EPHEMERAL: Final = 1024
 # 1500-byte Ethernet less IPv4 and UDP headers: media-sized test packets fit well under.
 _MAX_SIZE: Final = 1472
 # Linux attaches the TTL to every datagram once IP_RECVTTL / IPV6_RECVHOPLIMIT is on;
@@ -227,6 +234,9 @@ class TwampReflector:
             # §4.1.2, and only a non-TWAMP sender writes one.
             if port == 0 or not data[SENDER_HEADER - 1]:
                 dropped[MALFORMED] += 1
+                continue
+            if port < _FIRST_EPHEMERAL:
+                dropped[SERVICE_PORT] += 1
                 continue
             now = monotonic()
             if not self._take_token(address, now):

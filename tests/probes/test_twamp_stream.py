@@ -240,9 +240,26 @@ async def test_bad_sizes_are_dropped_and_replies_never_exceed_requests() -> None
     finally:
         await reflector.close()
     assert dict(reflector.dropped) == {"too_short": 3, "too_long": 2, "malformed": 1,
-                                       "not_allowed": 0, "rate_limited": 0, "send_error": 0}
+                                       "not_allowed": 0, "rate_limited": 0, "service_port": 0,
+                                       "send_error": 0}
     assert [len(reply) for reply in replies] == list(sizes)
     assert all(Reflection.decode(reply).sender_seq == 1 for reply in replies)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding a port below 1024 needs root")
+async def test_no_reply_to_a_well_known_port() -> None:
+    # Spoofed from another reflector's port 862, a request would start a reply loop.
+    reflector = await reflector_for("127.0.0.1")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as source:
+            source.bind(("127.0.0.1", 862))
+            source.settimeout(ANSWER_WAIT)
+            source.sendto(request(64), reflector.addresses[0])
+            assert await in_thread(lambda: answers(source, 1)) == []
+    finally:
+        await reflector.close()
+    assert reflector.dropped["service_port"] == 1
+    assert reflector.reflected == 0
 
 
 def test_reflector_needs_an_allow_list() -> None:
