@@ -210,6 +210,12 @@ def _received_ns(packet: StreamPacket) -> int:
     return packet.received_ns
 
 
+def _rtt(packet: StreamPacket) -> int:
+    rtt = packet.rtt_ns
+    assert rtt is not None, "only received packets reach here"
+    return rtt
+
+
 def stream_stats(packets: Sequence[StreamPacket],
                  duplicates: Sequence[DuplicateReply] = ()) -> StreamStats:
     """The figures of one stream; ``packets`` in send order, one per packet sent."""
@@ -261,7 +267,7 @@ def stream_stats(packets: Sequence[StreamPacket],
         send_order=lambda p: (_reflection(p).timestamp_ns, _relative(_reflection(p).seq, base_seq)),
         synchronized=synchronized, lost=reverse_lost, duplicates=reverse_dup)
 
-    rtts = [(p.rtt_ns or 0) * _NS for p in received]
+    rtts = [_rtt(p) * _NS for p in received]
     rtt_jitter = (sum(abs(b - a) for a, b in pairwise(rtts)) / (len(rtts) - 1)
                   if len(rtts) > 1 else None)
     loss_ratio = lost / sent if sent else 0.0

@@ -18,6 +18,7 @@ from probes.twamp import (
     Reflection,
     TestPacket,
     arrival,
+    clock_error_estimate,
     ns_from_ntp,
     ntp_from_ns,
     reflect,
@@ -76,6 +77,15 @@ def test_error_estimate_rounds_up_to_what_the_field_carries() -> None:
     assert (estimate.scale, estimate.multiplier, estimate.synchronized) == (15, 132, True)
     assert 1e-3 <= estimate.seconds < 1.01e-3
     assert ErrorEstimate.for_error(0.0, synchronized=False) == ErrorEstimate(False, 0, 1)
+
+
+def test_clock_error_estimate_from_the_kernel() -> None:
+    # adjtimex's maxerror is in µs and at most 16 s; S follows the override when given
+    for synchronized in (False, True):
+        estimate = clock_error_estimate(synchronized=synchronized)
+        assert estimate.synchronized is synchronized
+        assert 1e-6 <= estimate.seconds < 16.1
+    assert clock_error_estimate().multiplier >= 1
 
 
 def test_zero_multiplier_is_malformed() -> None:
