@@ -15,6 +15,7 @@ packages=(prometheus prometheus-alertmanager mosquitto fping iproute2 libcap2-bi
 packages+=(curl)  # a real HTTPS client against the TLS and basic-auth endpoints (tests/http/test_auth.py)
 packages+=(sip-tester)  # sipp: the real SIP peer the sip probe tests talk to
 packages+=(tcpdump)  # captures service probes on loopback to check their DSCP marking
+packages+=(tshark)  # an independent decoder of the TWAMP-light packets (tests/probes/test_twamp_wire.py)
 packages+=(prometheus-smokeping-prober)  # tests/bench/bench_scale.py compares vcmon with it
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 missing=()
