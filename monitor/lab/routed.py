@@ -1,0 +1,182 @@
+"""A routed lab: a chain of namespaces as routers, for tracing a path hop by hop.
+
+    host ── core ── district ── commune          (names are the caller's)
+    .1      .2  .5  .6      .9  .10, target .254 on commune's lo
+
+Every link is a veth pair on its own /30 of one /24 from 198.18.0.0/15 (link i holds
+.4i+1 upstream and .4i+2 downstream); routers forward, so the host sees real
+time-exceeded messages from real kernels, each from the router's upstream address.
+Any other address of the /24 is routed down to the last namespace, which has no route
+for it and answers "network unreachable".
+
+Faults, all inside one router's namespace:
+- ``lose``: random drops in ``raw PREROUTING`` on the router's upstream link. A router
+  answers time-exceeded before its FORWARD hook, so drops in FORWARD would show at the
+  NEXT hop (measured on this lab); PREROUTING makes the router itself the lossy hop.
+- ``down``: drop everything arriving on the upstream link.
+- ``rate_limit``: the kernel's own ICMP error rate limit (``net.ipv4.icmp_ratelimit``,
+  whose default mask covers time-exceeded): a hop that loses only its own answers,
+  the classic MTR false positive.
+
+There is no netem on this kernel, so the lab adds no delay.
+
+    with RoutedLab(("core", "district", "commune")) as lab:
+        lab.check_route(lab.target)
+        lab.lose(1, 0.4)           # district drops 40 % of what reaches it
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import shutil
+from collections.abc import Sequence
+from types import TracebackType
+
+from monitor.lab.netlab import LAB_RANGE, route_devices, run
+from monitor.lab.profiles import LabError
+
+# Outside the bottom of LAB_RANGE (the user's vcmon-lab) and 198.19.128.0/17 (the lab
+# tests' vcmt-* labs), so concurrent labs never share an address.
+TEST_BLOCK = ipaddress.IPv4Network("198.19.64.0/18")
+_MAX_ROUTERS = 16  # 16 links of a /30 fill .0-.63 of the /24, far below the target
+_UPLINK = "uplink"  # every router's link towards the host, by the same name
+
+
+def random_network() -> ipaddress.IPv4Network:
+    """A random /24 of ``TEST_BLOCK``."""
+    first = int(TEST_BLOCK.network_address) + (secrets.randbelow(64) << 8)
+    return ipaddress.IPv4Network((first, 24))
+
+
+class RoutedLab:
+    """The chain of router namespaces, made on ``with`` and always taken down after it.
+
+    Router ``i`` (0 is next to the host) lives in namespace ``PREFIX-ROLE`` and answers
+    the trace as hop ``i + 1`` from ``hop_address(i)``; ``target`` is on the last one.
+    """
+
+    def __init__(self, roles: Sequence[str], network: ipaddress.IPv4Network | None = None,
+                 ) -> None:
+        if not 1 <= len(roles) <= _MAX_ROUTERS or len(set(roles)) != len(roles):
+            raise LabError(f"a routed lab needs 1 to {_MAX_ROUTERS} distinct router names, "
+                           f"not {list(roles)}")
+        self.network = network or random_network()
+        if not self.network.subnet_of(LAB_RANGE) or self.network.prefixlen != 24:
+            raise LabError(f"{self.network} is not a /24 of {LAB_RANGE}, the lab's range")
+        if shutil.which("iptables") is None:
+            raise LabError("iptables is missing; the routed lab injects its faults with it "
+                           "(apt-get install iptables)")
+        self.prefix = f"vtr{secrets.token_hex(3)}"
+        self.roles = tuple(roles)
+        self.namespaces = tuple(f"{self.prefix}-{role}" for role in roles)
+        self.host_link = f"{self.prefix}-0"
+        self.target = str(self.network[254])
+        # an address routed to the last router, which has no route for it
+        self.unrouted = str(self.network[253])
+        self._made: list[str] = []
+
+    def hop_address(self, index: int) -> str:
+        """The address router ``index`` answers from: its end of its upstream link."""
+        return self._address(index, 2)
+
+    @property
+    def path(self) -> list[str]:
+        """Every hop's address as a trace to ``target`` sees it, the target last."""
+        return [self.hop_address(i) for i in range(len(self.roles) - 1)] + [self.target]
+
+    def _address(self, link: int, end: int) -> str:
+        return str(self.network[4 * link + end])
+
+    def _in(self, index: int, *argv: str) -> str:
+        return run(["ip", "netns", "exec", self.namespaces[index], *argv])
+
+    def __enter__(self) -> RoutedLab:
+        try:
+            self._build()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.teardown()
+
+    def _build(self) -> None:
+        last = len(self.roles) - 1
+        for index, namespace in enumerate(self.namespaces):
+            run(["ip", "netns", "add", namespace])
+            self._made.append(namespace)
+            run(["ip", "-n", namespace, "link", "set", "lo", "up"])
+            self._in(index, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                     # Linux rate-limits time-exceeded to one a second per source after
+                     # a burst of 6 by default (icmp_ratelimit 1000 ms, ratemask bit
+                     # 11): every router would look lossy to a trace faster than 1/s.
+                     "net.ipv4.icmp_ratelimit=0")
+            upstream = self.host_link if index == 0 else f"{self.prefix}-d{index}"
+            where = [] if index == 0 else ["netns", self.namespaces[index - 1]]
+            run(["ip", "link", "add", upstream, *where, "type", "veth",
+                 "peer", "name", _UPLINK, "netns", namespace])
+            if index == 0:
+                self._made.append(upstream)
+            run([*self._ip(index - 1), "address", "add", f"{self._address(index, 1)}/30",
+                 "dev", upstream])
+            run([*self._ip(index - 1), "link", "set", upstream, "up"])
+            run(["ip", "-n", namespace, "address", "add", f"{self._address(index, 2)}/30",
+                 "dev", _UPLINK])
+            run(["ip", "-n", namespace, "link", "set", _UPLINK, "up"])
+            # back to every link nearer the host, through the upstream neighbour
+            for nearer in range(index):
+                run(["ip", "-n", namespace, "route", "add", f"{self._address(nearer, 0)}/30",
+                     "via", self._address(index, 1)])
+        run(["ip", "-n", self.namespaces[last], "address", "add", f"{self.target}/32",
+             "dev", "lo"])
+        run(["ip", "route", "add", str(self.network), "via", self._address(0, 2),
+             "dev", self.host_link])
+        for index in range(last):
+            run(["ip", "-n", self.namespaces[index], "route", "add", str(self.network),
+                 "via", self._address(index + 1, 2)])
+
+    def _ip(self, index: int) -> list[str]:
+        """``ip`` in router ``index``'s namespace; -1 is the host."""
+        return ["ip"] if index < 0 else ["ip", "-n", self.namespaces[index]]
+
+    def teardown(self) -> None:
+        """Delete the host's link (its route goes with it) and every namespace made."""
+        errors = []
+        for name in reversed(self._made):
+            argv = (["ip", "link", "delete", name] if name == self.host_link
+                    else ["ip", "netns", "delete", name])
+            try:
+                run(argv)
+            except LabError as exc:
+                errors.append(str(exc))
+        self._made.clear()
+        if errors:
+            raise LabError("; ".join(errors))
+
+    def check_route(self, address: str) -> None:
+        """Refuse unless ``address`` is in the lab and the host routes it via the lab's link."""
+        device = route_devices([address]).get(address)
+        if ipaddress.IPv4Address(address) not in self.network or device != self.host_link:
+            raise LabError(f"refusing to send to {address}: it leaves through "
+                           f"{device or 'no route'}, not the lab's link {self.host_link} "
+                           f"into {self.network}")
+
+    def lose(self, index: int, probability: float) -> None:
+        """Router ``index`` drops ``probability`` of the packets reaching it from upstream."""
+        if not 0.0 < probability <= 1.0:
+            raise LabError(f"a loss probability is above 0 and at most 1, not {probability}")
+        self._in(index, "iptables", "-t", "raw", "-A", "PREROUTING", "-i", _UPLINK,
+                 "-m", "statistic", "--mode", "random", "--probability", f"{probability}",
+                 "-j", "DROP")
+
+    def down(self, index: int) -> None:
+        """Router ``index`` drops everything reaching it from upstream."""
+        self._in(index, "iptables", "-t", "raw", "-A", "PREROUTING", "-i", _UPLINK, "-j", "DROP")
+
+    def rate_limit(self, index: int, milliseconds: int = 1000) -> None:
+        """Router ``index`` sends its ICMP errors at most once per ``milliseconds`` per
+        source, after a burst of 6 (the kernel's default, which the lab turns off)."""
+        self._in(index, "sysctl", "-qw", f"net.ipv4.icmp_ratelimit={milliseconds}")
