@@ -42,6 +42,7 @@ from probes._icmp_socket import (
     IcmpPermissionError,
     extended_error,
     open_icmp_socket,
+    receive_time_ns,
 )
 
 __all__ = [
@@ -68,6 +69,9 @@ MAX_TIMEOUT: Final = 5.0
 MIN_INTERVAL: Final = 0.01
 _PAYLOAD_SIZE: Final = 56
 _RECEIVE_SIZE: Final = 1280
+# Reads per drain of a ping socket: a trace has at most MAX_HOPS requests in flight per
+# cycle, so this is never the limit for our own packets.
+_DRAIN_LIMIT: Final = 1024
 
 _Kind = Literal["reply", "ttl_exceeded", "unreachable"]
 # ICMP types of an answer by family: echo reply, time exceeded, destination unreachable
@@ -308,9 +312,18 @@ class _DgramTransport:
         else:
             self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
         # The kernel sets the id (the socket's port) and the checksum of a ping socket.
-        header = struct.pack("!BBHHH", 128 if self._v6 else 8, 0, 0, 0, sequence)
+        packet = struct.pack("!BBHHH", 128 if self._v6 else 8, 0, 0, 0, sequence)
+        packet += bytes(_PAYLOAD_SIZE)
         sent_at = time.time()
-        self._sock.sendto(header + bytes(_PAYLOAD_SIZE), self._sockaddr)
+        try:
+            self._sock.sendto(packet, self._sockaddr)
+        except OSError:
+            # An ICMP error for an earlier probe also sets the socket's pending error,
+            # which the next send reports (EHOSTUNREACH for time-exceeded, measured):
+            # reading the error queue clears it, and the send is tried once more.
+            self._drain()
+            sent_at = time.time()
+            self._sock.sendto(packet, self._sockaddr)
         return sent_at
 
     def receive(self, timeout: float) -> _Answer | None:
@@ -319,11 +332,12 @@ class _DgramTransport:
             readable, _, _ = select.select([self._sock], [], [], max(timeout, 0.0))
             if not readable:
                 return None
-            self._drain(time.time())
+            self._drain()
         return self._pending.pop(0) if self._pending else _FOREIGN
 
-    def _drain(self, now: float) -> None:
-        while True:
+    def _drain(self) -> None:
+        """Move every queued error and reply into ``_pending``, with kernel timestamps."""
+        for _ in range(_DRAIN_LIMIT):
             try:
                 data, ancillary, _, _ = self._sock.recvmsg(
                     _RECEIVE_SIZE, ANCILLARY_SIZE, socket.MSG_ERRQUEUE)
@@ -331,23 +345,28 @@ class _DgramTransport:
                 break
             error = extended_error(ancillary, self._v6)
             if error is not None and len(data) >= 8:
-                _, icmp_type, _, offender = error
-                kind = self._kinds.get(icmp_type)
+                kind = self._kinds.get(error[1])
                 if kind is not None and kind != "reply":
                     # the quoted start of our request: type, code, checksum, id, sequence
                     sequence = struct.unpack_from("!H", data, 6)[0]
-                    self._pending.append(_Answer(sequence, offender, kind, now))
-        while True:
+                    self._pending.append(_Answer(sequence, error[3], kind, _at(ancillary)))
+        for _ in range(_DRAIN_LIMIT):
             try:
-                data, source = self._sock.recvfrom(_RECEIVE_SIZE)
+                data, ancillary, _, source = self._sock.recvmsg(_RECEIVE_SIZE, ANCILLARY_SIZE)
             except BlockingIOError:
                 break
+            except OSError:
+                continue  # the pending error again; its message is in the error queue
             if len(data) >= 8 and self._kinds.get(data[0]) == "reply":
                 sequence = struct.unpack_from("!H", data, 6)[0]
-                self._pending.append(_Answer(sequence, str(source[0]), "reply", now))
+                self._pending.append(_Answer(sequence, str(source[0]), "reply", _at(ancillary)))
 
     def close(self) -> None:
         self._sock.close()
+
+
+def _at(ancillary: list[tuple[int, int, bytes]]) -> float:
+    return receive_time_ns(ancillary, time.time_ns()) / 1e9
 
 
 def _open(address: str, v6: bool, mode: TraceMode) -> _Transport:

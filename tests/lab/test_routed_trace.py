@@ -1,0 +1,169 @@
+"""Traces through real router namespaces: faults at each hop, rate limits, dead ends, mtr.
+
+The lab is host → core → district → commune (the target, 198.19.x.254, on commune's
+lo). Loss is injected in a router's raw PREROUTING on its upstream link, so the router
+itself is the lossy hop. Packets go only to the lab's own addresses, after ``ip route
+get`` has shown them leaving through the lab's veth.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from monitor.lab.routed import RoutedLab
+from probes.trace import Hop, PathSnapshot, trace_blocking
+from tests.netns import skip_unless_available
+
+pytestmark = skip_unless_available
+
+ROLES = ("core", "district", "commune")
+LOSS = 0.4
+CYCLES = 20
+INTERVAL = 0.05
+REPLY_TIMEOUT = 0.5
+
+
+@pytest.fixture
+def lab() -> Iterator[RoutedLab]:
+    with RoutedLab(ROLES) as made:
+        made.check_route(made.target)
+        made.check_route(made.unrouted)
+        yield made
+
+
+def run_trace(address: str, cycles: int = CYCLES) -> PathSnapshot:
+    started = time.monotonic()
+    snapshot = trace_blocking(address, cycles=cycles, interval=INTERVAL,
+                              reply_timeout=REPLY_TIMEOUT, max_hops=8)
+    # the whole trace is bounded by its cycles and one reply timeout (plus scheduling)
+    assert time.monotonic() - started < cycles * INTERVAL + REPLY_TIMEOUT + 1.0
+    assert snapshot.error is None
+    return snapshot
+
+
+def binomial_99(n: int, p: float) -> tuple[int, int]:
+    """The central 99 % interval of Binomial(n, p): counts outside it have < 1 % chance."""
+    cdf, low, high = 0.0, None, n
+    for k in range(n + 1):
+        cdf += math.comb(n, k) * p**k * (1 - p) ** (n - k)
+        if low is None and cdf > 0.005:
+            low = k
+        if cdf >= 0.995:
+            high = k
+            break
+    assert low is not None
+    return low, high
+
+
+def test_a_clean_lab_path_is_reached_with_no_bad_hop(lab: RoutedLab) -> None:
+    snapshot = run_trace(lab.target)
+    assert [hop.address for hop in snapshot.hops] == lab.path
+    assert snapshot.reached and snapshot.bad_hop is None
+    assert all(hop.received == CYCLES and hop.avg is not None and hop.avg < 0.005
+               for hop in snapshot.hops)
+    # the first cycle probes up to max_hops, later ones only up to the target
+    assert snapshot.packets == 8 + (CYCLES - 1) * len(ROLES)
+
+
+@pytest.mark.parametrize("faulty", range(len(ROLES)))
+def test_loss_at_each_router_is_blamed_on_that_hop(lab: RoutedLab, faulty: int) -> None:
+    lab.lose(faulty, LOSS)
+    snapshot = run_trace(lab.target)
+    assert snapshot.reached
+    assert snapshot.bad_hop is not None, snapshot
+    assert (snapshot.bad_hop.ttl, snapshot.bad_hop.address) == (faulty + 1, lab.path[faulty])
+    assert all(hop.loss == 0 for hop in snapshot.hops[:faulty])
+
+
+def test_a_rate_limited_router_is_never_blamed(lab: RoutedLab) -> None:
+    lab.rate_limit(1)  # district: one time-exceeded a second after a burst of 6
+    snapshot = run_trace(lab.target)
+    district, commune = snapshot.hops[1], snapshot.hops[2]
+    # the fault is real: district answers only part of the time, the target always
+    assert district.loss >= 0.3 and commune.loss == 0, snapshot
+    assert snapshot.reached and snapshot.bad_hop is None
+
+
+def test_a_router_that_drops_everything_ends_the_path_there(lab: RoutedLab) -> None:
+    lab.down(1)
+    snapshot = run_trace(lab.target, cycles=5)
+    assert [hop.address for hop in snapshot.hops] == [lab.path[0], None]
+    assert not snapshot.reached
+    assert snapshot.bad_hop is not None and snapshot.bad_hop.ttl == 2
+    assert "no reply from hop 2 on" in snapshot.bad_hop.why
+
+
+def test_an_unrouted_destination_ends_at_the_router_that_says_so(lab: RoutedLab) -> None:
+    snapshot = run_trace(lab.unrouted, cycles=5)
+    last = snapshot.hops[-1]
+    # commune has no route: it answers network-unreachable from its upstream address,
+    # rate-limited by the kernel's route-error limit (route.error_cost), not by us
+    assert len(snapshot.hops) == 3 and last.address == lab.hop_address(2) and last.received >= 1
+    assert not snapshot.reached
+    assert snapshot.bad_hop is not None and snapshot.bad_hop.ttl == 3
+
+
+def test_a_ping_socket_traces_without_cap_net_raw(lab: RoutedLab) -> None:
+    """The datagram fallback, run from inside core where ping sockets are allowed."""
+    core = lab.namespaces[0]
+    subprocess.run(["ip", "netns", "exec", core, "sysctl", "-qw",
+                    "net.ipv4.ping_group_range=0 0"], check=True, timeout=10)
+    route = subprocess.run(["ip", "-n", core, "-o", "route", "get", lab.target],
+                           capture_output=True, text=True, check=True, timeout=10).stdout
+    assert f" dev {lab.prefix}-d1 " in route  # core's link to district, made by the lab
+    lab.lose(1, LOSS)
+    program = ("import json, sys; from probes.trace import trace_blocking; "
+               "s = trace_blocking(sys.argv[1], cycles=20, interval=0.05, "
+               "reply_timeout=0.5, max_hops=8, mode='dgram'); print(json.dumps(s.to_dict()))")
+    done = subprocess.run(["ip", "netns", "exec", core, sys.executable, "-c", program,
+                           lab.target], capture_output=True, text=True, timeout=30, check=True)
+    document = json.loads(done.stdout)
+    assert [h["address"] for h in document["hops"]] == lab.path[1:]
+    assert document["reached"] and document["bad_hop"]["ttl"] == 1
+
+
+def mtr_report(address: str, cycles: int) -> list[dict[str, object]]:
+    done = subprocess.run(
+        ["mtr", "--report", "--json", "-n", "-c", str(cycles), "-i", "0.1", "-G", "1",
+         "-m", "8", address],
+        capture_output=True, text=True, timeout=60, check=True)
+    hubs: list[dict[str, object]] = json.loads(done.stdout)["report"]["hubs"]
+    return hubs
+
+
+@pytest.mark.skipif(shutil.which("mtr") is None, reason="needs mtr (apt-get install mtr-tiny)")
+def test_per_hop_loss_and_rtt_agree_with_mtr(lab: RoutedLab) -> None:
+    lab.lose(1, LOSS)
+    cycles = 30
+    ours = run_trace(lab.target, cycles=cycles)
+    theirs = mtr_report(lab.target, cycles)
+    assert [hop.address for hop in ours.hops] == [hub["host"] for hub in theirs] == lab.path
+    low, high = binomial_99(cycles, LOSS)
+    for index, (hop, hub) in enumerate(zip(ours.hops, theirs, strict=True)):
+        mtr_lost = round(float(str(hub["Loss%"])) * int(str(hub["Snt"])) / 100)
+        if index == 0:
+            assert hop.lost == mtr_lost == 0
+        else:
+            assert low <= hop.lost <= high and low <= mtr_lost <= high, (hop, hub)
+        # both see a sub-millisecond lab (mtr reports milliseconds)
+        assert isinstance(hop.avg, float) and hop.avg < 0.001
+        assert float(str(hub["Avg"])) < 1.0
+    assert ours.bad_hop is not None and ours.bad_hop.ttl == 2
+
+
+def test_hop_rows_are_complete(lab: RoutedLab) -> None:
+    """Every answering hop's RTT figures are ordered and consistent with its counts."""
+    lab.lose(2, LOSS)
+    for hop in run_trace(lab.target).hops:
+        assert isinstance(hop, Hop) and hop.sent == CYCLES and 0 < hop.received <= CYCLES
+        assert hop.best is not None and hop.avg is not None and hop.worst is not None
+        assert 0 <= hop.best <= hop.avg <= hop.worst and hop.last is not None
+        assert hop.stddev is not None and hop.stddev <= hop.worst - hop.best
