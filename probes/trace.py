@@ -274,7 +274,7 @@ class _RawTransport:
         try:
             self._sock.send(request)
         except icmplib.ICMPLibError as exc:
-            raise OSError(f"the kernel refused to send to {self._address}: {exc}") from None
+            raise OSError(str(exc)) from None
         return float(request.time)
 
     def receive(self, timeout: float) -> _Answer | None:
@@ -282,6 +282,8 @@ class _RawTransport:
             reply = self._sock.receive(None, timeout)
         except icmplib.TimeoutExceeded:
             return None
+        except icmplib.ICMPLibError as exc:
+            raise OSError(str(exc)) from None
         kind = self._kinds.get(reply.type)
         if reply.id != self._id or kind is None:
             return _FOREIGN
@@ -443,21 +445,16 @@ def trace_blocking(
     tallies = [_Tally() for _ in range(max_hops)]
     # sequence -> (ttl, time.time() at send); one sequence per packet of the trace
     pending: dict[int, tuple[int, float]] = {}
-    limit, reached, packets, error = max_hops, False, 0, None
+    limit, reached, packets = max_hops, False, 0
+    error: str | None = None
     try:
         for cycle in range(cycles):
             cycle_end = start + (cycle + 1) * interval
             for ttl in range(1, limit + 1):
                 sequence = cycle * MAX_HOPS + ttl - 1
-                try:
-                    pending[sequence] = (ttl, transport.send(sequence, ttl))
-                except OSError as exc:
-                    error = str(exc)
-                    break
+                pending[sequence] = (ttl, transport.send(sequence, ttl))
                 packets += 1
                 tallies[ttl - 1].sent += 1
-            if error is not None:
-                break
             # the last cycle waits out the timeout of its own requests
             deadline = cycle_end if cycle < cycles - 1 else cycle_end - interval + reply_timeout
             final = cycle == cycles - 1
@@ -479,6 +476,9 @@ def trace_blocking(
                     limit = ttl
                     reached = reached or (answer.kind == "reply"
                                           and _same(answer.source, address))
+    except OSError as exc:
+        # the kernel refused a send (no route, ...) or a read: the trace ends here
+        error = f"the trace stopped after {packets} packets: {exc}"
     finally:
         transport.close()
     last_answer = max((t for t, tally in enumerate(tallies, 1) if tally.rtts), default=0)

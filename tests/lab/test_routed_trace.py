@@ -20,7 +20,7 @@ import pytest
 
 from monitor.lab.routed import RoutedLab
 from probes.trace import Hop, PathSnapshot, trace_blocking
-from tests.netns import skip_unless_available
+from tests.netns import NetNamespace, skip_unless_available
 
 pytestmark = skip_unless_available
 
@@ -167,3 +167,22 @@ def test_hop_rows_are_complete(lab: RoutedLab) -> None:
         assert hop.best is not None and hop.avg is not None and hop.worst is not None
         assert 0 <= hop.best <= hop.avg <= hop.worst and hop.last is not None
         assert hop.stddev is not None and hop.stddev <= hop.worst - hop.best
+
+
+def test_an_address_without_a_route_ends_with_a_clear_error() -> None:
+    """In a namespace with only lo nothing is routed: the first send fails, nothing leaves."""
+    with NetNamespace("vcmon-trace") as ns:
+        address = "198.19.64.1"
+        with pytest.raises(RuntimeError, match="unreachable"):
+            ns.route_device(address)
+        program = ("import json, sys; from probes.trace import trace_blocking; "
+                   "s = trace_blocking(sys.argv[1], cycles=3, interval=0.05, "
+                   "reply_timeout=0.2, mode='raw'); print(json.dumps(s.to_dict()))")
+        done = subprocess.run(ns.command([sys.executable, "-c", program, address]),
+                              capture_output=True, text=True, timeout=30, check=True)
+    document = json.loads(done.stdout)
+    assert document["packets"] == 0 and not document["reached"]
+    assert document["error"] == ("the trace stopped after 0 packets: "
+                                 "[Errno 101] Network is unreachable")
+    assert document["bad_hop"]["why"] == ("no reply from hop 1 on; the destination was "
+                                          "not reached")
