@@ -23,6 +23,7 @@ whole path in the same moment, which is what tells a lossy link from a noisy rou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import secrets
 import select
@@ -69,6 +70,9 @@ MAX_TIMEOUT: Final = 5.0
 MIN_INTERVAL: Final = 0.01
 _PAYLOAD_SIZE: Final = 56
 _RECEIVE_SIZE: Final = 1280
+# Sends of one request on a ping socket: each failure clears one pending ICMP error,
+# and more than a few never arrive between two sends of a burst (sub-ms apart).
+_SEND_ATTEMPTS: Final = 16
 # Reads per drain of a ping socket: a trace has at most MAX_HOPS requests in flight per
 # cycle, so this is never the limit for our own packets.
 _DRAIN_LIMIT: Final = 1024
@@ -316,16 +320,16 @@ class _DgramTransport:
         # The kernel sets the id (the socket's port) and the checksum of a ping socket.
         packet = struct.pack("!BBHHH", 128 if self._v6 else 8, 0, 0, 0, sequence)
         packet += bytes(_PAYLOAD_SIZE)
-        sent_at = time.time()
-        try:
-            self._sock.sendto(packet, self._sockaddr)
-        except OSError:
-            # An ICMP error for an earlier probe also sets the socket's pending error,
-            # which the next send reports (EHOSTUNREACH for time-exceeded, measured):
-            # reading the error queue clears it, and the send is tried once more.
-            self._drain()
+        # An ICMP error for an earlier probe also sets the socket's pending error, which
+        # the next send reports and clears (EHOSTUNREACH for time-exceeded, measured),
+        # sending nothing; a refusal of our own (no route) repeats on every attempt.
+        for _ in range(_SEND_ATTEMPTS - 1):
             sent_at = time.time()
-            self._sock.sendto(packet, self._sockaddr)
+            with contextlib.suppress(OSError):
+                self._sock.sendto(packet, self._sockaddr)
+                return sent_at
+        sent_at = time.time()
+        self._sock.sendto(packet, self._sockaddr)
         return sent_at
 
     def receive(self, timeout: float) -> _Answer | None:

@@ -4,10 +4,11 @@
     .1      .2  .5  .6      .9  .10, target .254 on commune's lo
 
 Every link is a veth pair on its own /30 of one /24 from 198.18.0.0/15 (link i holds
-.4i+1 upstream and .4i+2 downstream); routers forward, so the host sees real
+.4i+1 upstream and .4i+2 downstream) and on its own /64 of a random ULA /48 (P:i::1
+and P:i::2; the IPv6 target is P:ffff::1). Routers forward, so the host sees real
 time-exceeded messages from real kernels, each from the router's upstream address.
-Any other address of the /24 is routed down to the last namespace, which has no route
-for it and answers "network unreachable".
+Any other address of the /24 or the /48 is routed down to the last namespace, which
+has no route for it and answers "network unreachable".
 
 Faults, all inside one router's namespace:
 - ``lose``: random drops in ``raw PREROUTING`` on the router's upstream link. A router
@@ -22,7 +23,7 @@ There is no netem on this kernel, so the lab adds no delay.
 
     with RoutedLab(("core", "district", "commune")) as lab:
         lab.check_route(lab.target)
-        lab.lose(1, 0.4)           # district drops 40 % of what reaches it
+        lab.lose(1, 0.4)           # district drops 40 % of what reaches it (v4 and v6)
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ import shutil
 from collections.abc import Sequence
 from types import TracebackType
 
-from monitor.lab.netlab import LAB_RANGE, route_devices, run
+from monitor.lab.netlab import LAB_RANGE, run
 from monitor.lab.profiles import LabError
 
+_ULA = ipaddress.IPv6Network("fd00::/8")
 # Outside the bottom of LAB_RANGE (the user's vcmon-lab) and 198.19.128.0/17 (the lab
 # tests' vcmt-* labs), so concurrent labs never share an address.
 TEST_BLOCK = ipaddress.IPv4Network("198.19.64.0/18")
@@ -71,22 +73,33 @@ class RoutedLab:
         self.roles = tuple(roles)
         self.namespaces = tuple(f"{self.prefix}-{role}" for role in roles)
         self.host_link = f"{self.prefix}-0"
+        # fd00::/8 with 40 random bits: a ULA /48 (RFC 4193) no other lab picks
+        self.network6 = ipaddress.IPv6Network((int(_ULA.network_address)
+                                               | secrets.randbits(40) << 80, 48))
         self.target = str(self.network[254])
-        # an address routed to the last router, which has no route for it
+        self.target6 = self._address6(0xFFFF, 1)
+        # addresses routed to the last router, which has no route for them
         self.unrouted = str(self.network[253])
+        self.unrouted6 = self._address6(0xFFFE, 1)
         self._made: list[str] = []
 
-    def hop_address(self, index: int) -> str:
+    def hop_address(self, index: int, v6: bool = False) -> str:
         """The address router ``index`` answers from: its end of its upstream link."""
-        return self._address(index, 2)
+        return self._address6(index, 2) if v6 else self._address(index, 2)
 
-    @property
-    def path(self) -> list[str]:
-        """Every hop's address as a trace to ``target`` sees it, the target last."""
-        return [self.hop_address(i) for i in range(len(self.roles) - 1)] + [self.target]
+    def path(self, v6: bool = False) -> list[str]:
+        """Every hop's address as a trace to the target sees it, the target last."""
+        routers = [self.hop_address(i, v6) for i in range(len(self.roles) - 1)]
+        return [*routers, self.target6 if v6 else self.target]
 
     def _address(self, link: int, end: int) -> str:
         return str(self.network[4 * link + end])
+
+    def _address6(self, link: int, end: int) -> str:
+        return str(self.network6[link << 64 | end])
+
+    def _link6(self, link: int) -> str:
+        return str(ipaddress.IPv6Network((int(self.network6.network_address) | link << 64, 64)))
 
     def _in(self, index: int, *argv: str) -> str:
         return run(["ip", "netns", "exec", self.namespaces[index], *argv])
@@ -110,33 +123,49 @@ class RoutedLab:
             self._made.append(namespace)
             run(["ip", "-n", namespace, "link", "set", "lo", "up"])
             self._in(index, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                     "net.ipv6.conf.all.forwarding=1",
                      # Linux rate-limits time-exceeded to one a second per source after
                      # a burst of 6 by default (icmp_ratelimit 1000 ms, ratemask bit
-                     # 11): every router would look lossy to a trace faster than 1/s.
-                     "net.ipv4.icmp_ratelimit=0")
+                     # 11; IPv6: 100 ms): every router would look lossy to a fast trace.
+                     "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0",
+                     # Duplicate address detection keeps a new link's link-local address
+                     # tentative for 1-2 s, and the router cannot resolve its neighbours
+                     # meanwhile: a trace right after building saw the target silent.
+                     "net.ipv6.conf.default.accept_dad=0")
             upstream = self.host_link if index == 0 else f"{self.prefix}-d{index}"
             where = [] if index == 0 else ["netns", self.namespaces[index - 1]]
             run(["ip", "link", "add", upstream, *where, "type", "veth",
                  "peer", "name", _UPLINK, "netns", namespace])
             if index == 0:
                 self._made.append(upstream)
+                run(["sysctl", "-qw", f"net.ipv6.conf.{upstream}.accept_dad=0"])
             run([*self._ip(index - 1), "address", "add", f"{self._address(index, 1)}/30",
                  "dev", upstream])
             run([*self._ip(index - 1), "link", "set", upstream, "up"])
             run(["ip", "-n", namespace, "address", "add", f"{self._address(index, 2)}/30",
+                 "dev", _UPLINK])
+            run([*self._ip(index - 1), "address", "add", f"{self._address6(index, 1)}/64",
+                 "dev", upstream])
+            run(["ip", "-n", namespace, "address", "add", f"{self._address6(index, 2)}/64",
                  "dev", _UPLINK])
             run(["ip", "-n", namespace, "link", "set", _UPLINK, "up"])
             # back to every link nearer the host, through the upstream neighbour
             for nearer in range(index):
                 run(["ip", "-n", namespace, "route", "add", f"{self._address(nearer, 0)}/30",
                      "via", self._address(index, 1)])
-        run(["ip", "-n", self.namespaces[last], "address", "add", f"{self.target}/32",
-             "dev", "lo"])
+                run(["ip", "-n", namespace, "route", "add", self._link6(nearer),
+                     "via", self._address6(index, 1)])
+        last_ns = ["ip", "-n", self.namespaces[last]]
+        run([*last_ns, "address", "add", f"{self.target}/32", "dev", "lo"])
+        run([*last_ns, "address", "add", f"{self.target6}/128", "dev", "lo"])
         run(["ip", "route", "add", str(self.network), "via", self._address(0, 2),
              "dev", self.host_link])
+        run(["ip", "route", "add", str(self.network6), "via", self._address6(0, 2),
+             "dev", self.host_link])
         for index in range(last):
-            run(["ip", "-n", self.namespaces[index], "route", "add", str(self.network),
-                 "via", self._address(index + 1, 2)])
+            ns = ["ip", "-n", self.namespaces[index]]
+            run([*ns, "route", "add", str(self.network), "via", self._address(index + 1, 2)])
+            run([*ns, "route", "add", str(self.network6), "via", self._address6(index + 1, 2)])
 
     def _ip(self, index: int) -> list[str]:
         """``ip`` in router ``index``'s namespace; -1 is the host."""
@@ -158,25 +187,38 @@ class RoutedLab:
 
     def check_route(self, address: str) -> None:
         """Refuse unless ``address`` is in the lab and the host routes it via the lab's link."""
-        device = route_devices([address]).get(address)
-        if ipaddress.IPv4Address(address) not in self.network or device != self.host_link:
-            raise LabError(f"refusing to send to {address}: it leaves through "
-                           f"{device or 'no route'}, not the lab's link {self.host_link} "
-                           f"into {self.network}")
+        words = run(["ip", "-o", "route", "get", address]).split()
+        device = words[words.index("dev") + 1] if "dev" in words else "no route"
+        if (ipaddress.ip_address(address) not in (self.network, self.network6)[":" in address]
+                or device != self.host_link):
+            raise LabError(f"refusing to send to {address}: it leaves through {device}, not "
+                           f"the lab's link {self.host_link} into {self.network} or "
+                           f"{self.network6}")
 
     def lose(self, index: int, probability: float) -> None:
         """Router ``index`` drops ``probability`` of the packets reaching it from upstream."""
         if not 0.0 < probability <= 1.0:
             raise LabError(f"a loss probability is above 0 and at most 1, not {probability}")
-        self._in(index, "iptables", "-t", "raw", "-A", "PREROUTING", "-i", _UPLINK,
-                 "-m", "statistic", "--mode", "random", "--probability", f"{probability}",
-                 "-j", "DROP")
+        self._drop(index, "-m", "statistic", "--mode", "random",
+                   "--probability", f"{probability}")
 
     def down(self, index: int) -> None:
         """Router ``index`` drops everything reaching it from upstream."""
-        self._in(index, "iptables", "-t", "raw", "-A", "PREROUTING", "-i", _UPLINK, "-j", "DROP")
+        self._drop(index)
+
+    def _drop(self, index: int, *match: str) -> None:
+        # Neighbour discovery passes: a lost advertisement stalls a router's next hop for
+        # a 1 s retransmission, which silenced the IPv6 target for a whole trace (ARP,
+        # not being IP, never meets iptables).
+        for kind in ("neighbour-solicitation", "neighbour-advertisement"):
+            self._in(index, "ip6tables", "-t", "raw", "-A", "PREROUTING", "-i", _UPLINK,
+                     "-p", "ipv6-icmp", "--icmpv6-type", kind, "-j", "ACCEPT")
+        for tool in ("iptables", "ip6tables"):
+            self._in(index, tool, "-t", "raw", "-A", "PREROUTING", "-i", _UPLINK, *match,
+                     "-j", "DROP")
 
     def rate_limit(self, index: int, milliseconds: int = 1000) -> None:
         """Router ``index`` sends its ICMP errors at most once per ``milliseconds`` per
         source, after a burst of 6 (the kernel's default, which the lab turns off)."""
-        self._in(index, "sysctl", "-qw", f"net.ipv4.icmp_ratelimit={milliseconds}")
+        self._in(index, "sysctl", "-qw", f"net.ipv4.icmp_ratelimit={milliseconds}",
+                 f"net.ipv6.icmp.ratelimit={milliseconds}")

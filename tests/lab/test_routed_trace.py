@@ -1,9 +1,10 @@
 """Traces through real router namespaces: faults at each hop, rate limits, dead ends, mtr.
 
-The lab is host → core → district → commune (the target, 198.19.x.254, on commune's
-lo). Loss is injected in a router's raw PREROUTING on its upstream link, so the router
-itself is the lossy hop. Packets go only to the lab's own addresses, after ``ip route
-get`` has shown them leaving through the lab's veth.
+The lab is host → core → district → commune (the targets, 198.19.x.254 and a ULA, on
+commune's lo); most tests run over IPv4 and IPv6. Loss is injected in a router's raw
+PREROUTING on its upstream link, so the router itself is the lossy hop. Packets go
+only to the lab's own addresses, after ``ip route get`` has shown them leaving through
+the lab's veth.
 """
 
 from __future__ import annotations
@@ -34,9 +35,16 @@ REPLY_TIMEOUT = 0.5
 @pytest.fixture
 def lab() -> Iterator[RoutedLab]:
     with RoutedLab(ROLES) as made:
-        made.check_route(made.target)
-        made.check_route(made.unrouted)
+        for address in (made.target, made.unrouted, made.target6, made.unrouted6):
+            made.check_route(address)
         yield made
+
+
+FAMILIES = pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+
+
+def target(lab: RoutedLab, v6: bool) -> str:
+    return lab.target6 if v6 else lab.target
 
 
 def run_trace(address: str, cycles: int = CYCLES) -> PathSnapshot:
@@ -63,9 +71,10 @@ def binomial_99(n: int, p: float) -> tuple[int, int]:
     return low, high
 
 
-def test_a_clean_lab_path_is_reached_with_no_bad_hop(lab: RoutedLab) -> None:
-    snapshot = run_trace(lab.target)
-    assert [hop.address for hop in snapshot.hops] == lab.path
+@FAMILIES
+def test_a_clean_lab_path_is_reached_with_no_bad_hop(lab: RoutedLab, v6: bool) -> None:
+    snapshot = run_trace(target(lab, v6))
+    assert [hop.address for hop in snapshot.hops] == lab.path(v6)
     assert snapshot.reached and snapshot.bad_hop is None
     assert all(hop.received == CYCLES and hop.avg is not None and hop.avg < 0.005
                for hop in snapshot.hops)
@@ -73,50 +82,59 @@ def test_a_clean_lab_path_is_reached_with_no_bad_hop(lab: RoutedLab) -> None:
     assert snapshot.packets == 8 + (CYCLES - 1) * len(ROLES)
 
 
+@FAMILIES
 @pytest.mark.parametrize("faulty", range(len(ROLES)))
-def test_loss_at_each_router_is_blamed_on_that_hop(lab: RoutedLab, faulty: int) -> None:
+def test_loss_at_each_router_is_blamed_on_that_hop(lab: RoutedLab, faulty: int,
+                                                   v6: bool) -> None:
     lab.lose(faulty, LOSS)
-    snapshot = run_trace(lab.target)
+    snapshot = run_trace(target(lab, v6))
     assert snapshot.reached
     assert snapshot.bad_hop is not None, snapshot
-    assert (snapshot.bad_hop.ttl, snapshot.bad_hop.address) == (faulty + 1, lab.path[faulty])
+    assert (snapshot.bad_hop.ttl, snapshot.bad_hop.address) == (faulty + 1,
+                                                                lab.path(v6)[faulty])
     assert all(hop.loss == 0 for hop in snapshot.hops[:faulty])
 
 
-def test_a_rate_limited_router_is_never_blamed(lab: RoutedLab) -> None:
+@FAMILIES
+def test_a_rate_limited_router_is_never_blamed(lab: RoutedLab, v6: bool) -> None:
     lab.rate_limit(1)  # district: one time-exceeded a second after a burst of 6
-    snapshot = run_trace(lab.target)
+    snapshot = run_trace(target(lab, v6))
     district, commune = snapshot.hops[1], snapshot.hops[2]
     # the fault is real: district answers only part of the time, the target always
     assert district.loss >= 0.3 and commune.loss == 0, snapshot
     assert snapshot.reached and snapshot.bad_hop is None
 
 
-def test_a_router_that_drops_everything_ends_the_path_there(lab: RoutedLab) -> None:
+@FAMILIES
+def test_a_router_that_drops_everything_ends_the_path_there(lab: RoutedLab, v6: bool) -> None:
     lab.down(1)
-    snapshot = run_trace(lab.target, cycles=5)
-    assert [hop.address for hop in snapshot.hops] == [lab.path[0], None]
+    snapshot = run_trace(target(lab, v6), cycles=5)
+    assert [hop.address for hop in snapshot.hops] == [lab.path(v6)[0], None]
     assert not snapshot.reached
     assert snapshot.bad_hop is not None and snapshot.bad_hop.ttl == 2
     assert "no reply from hop 2 on" in snapshot.bad_hop.why
 
 
-def test_an_unrouted_destination_ends_at_the_router_that_says_so(lab: RoutedLab) -> None:
-    snapshot = run_trace(lab.unrouted, cycles=5)
+@FAMILIES
+def test_an_unrouted_destination_ends_at_the_router_that_says_so(lab: RoutedLab,
+                                                                 v6: bool) -> None:
+    snapshot = run_trace(lab.unrouted6 if v6 else lab.unrouted, cycles=5)
     last = snapshot.hops[-1]
-    # commune has no route: it answers network-unreachable from its upstream address,
-    # rate-limited by the kernel's route-error limit (route.error_cost), not by us
-    assert len(snapshot.hops) == 3 and last.address == lab.hop_address(2) and last.received >= 1
+    # commune has no route: it answers network-unreachable from its upstream address;
+    # over IPv4 the kernel rate-limits those answers (net.ipv4.route.error_cost)
+    assert len(snapshot.hops) == 3 and last.address == lab.hop_address(2, v6)
+    assert last.received >= 1
     assert not snapshot.reached
     assert snapshot.bad_hop is not None and snapshot.bad_hop.ttl == 3
 
 
-def test_a_ping_socket_traces_without_cap_net_raw(lab: RoutedLab) -> None:
+@FAMILIES
+def test_a_ping_socket_traces_without_cap_net_raw(lab: RoutedLab, v6: bool) -> None:
     """The datagram fallback, run from inside core where ping sockets are allowed."""
     core = lab.namespaces[0]
     subprocess.run(["ip", "netns", "exec", core, "sysctl", "-qw",
                     "net.ipv4.ping_group_range=0 0"], check=True, timeout=10)
-    route = subprocess.run(["ip", "-n", core, "-o", "route", "get", lab.target],
+    route = subprocess.run(["ip", "-n", core, "-o", "route", "get", target(lab, v6)],
                            capture_output=True, text=True, check=True, timeout=10).stdout
     assert f" dev {lab.prefix}-d1 " in route  # core's link to district, made by the lab
     lab.lose(1, LOSS)
@@ -124,13 +142,15 @@ def test_a_ping_socket_traces_without_cap_net_raw(lab: RoutedLab) -> None:
                "s = trace_blocking(sys.argv[1], cycles=20, interval=0.05, "
                "reply_timeout=0.5, max_hops=8, mode='dgram'); print(json.dumps(s.to_dict()))")
     done = subprocess.run(["ip", "netns", "exec", core, sys.executable, "-c", program,
-                           lab.target], capture_output=True, text=True, timeout=30, check=True)
+                           target(lab, v6)], capture_output=True, text=True, timeout=30,
+                          check=True)
     document = json.loads(done.stdout)
-    assert [h["address"] for h in document["hops"]] == lab.path[1:]
+    assert [h["address"] for h in document["hops"]] == lab.path(v6)[1:]
     assert document["reached"] and document["bad_hop"]["ttl"] == 1
 
 
 def mtr_report(address: str, cycles: int) -> list[dict[str, object]]:
+    # -G 1: wait 1 s, not 5, for the last replies (a sub-millisecond lab)
     done = subprocess.run(
         ["mtr", "--report", "--json", "-n", "-c", str(cycles), "-i", "0.1", "-G", "1",
          "-m", "8", address],
@@ -139,13 +159,14 @@ def mtr_report(address: str, cycles: int) -> list[dict[str, object]]:
     return hubs
 
 
+@FAMILIES
 @pytest.mark.skipif(shutil.which("mtr") is None, reason="needs mtr (apt-get install mtr-tiny)")
-def test_per_hop_loss_and_rtt_agree_with_mtr(lab: RoutedLab) -> None:
+def test_per_hop_loss_and_rtt_agree_with_mtr(lab: RoutedLab, v6: bool) -> None:
     lab.lose(1, LOSS)
     cycles = 30
-    ours = run_trace(lab.target, cycles=cycles)
-    theirs = mtr_report(lab.target, cycles)
-    assert [hop.address for hop in ours.hops] == [hub["host"] for hub in theirs] == lab.path
+    ours = run_trace(target(lab, v6), cycles=cycles)
+    theirs = mtr_report(target(lab, v6), cycles)
+    assert [hop.address for hop in ours.hops] == [hub["host"] for hub in theirs] == lab.path(v6)
     low, high = binomial_99(cycles, LOSS)
     for index, (hop, hub) in enumerate(zip(ours.hops, theirs, strict=True)):
         mtr_lost = round(float(str(hub["Loss%"])) * int(str(hub["Snt"])) / 100)
@@ -162,23 +183,25 @@ def test_per_hop_loss_and_rtt_agree_with_mtr(lab: RoutedLab) -> None:
 def test_hop_rows_are_complete(lab: RoutedLab) -> None:
     """Every answering hop's RTT figures are ordered and consistent with its counts."""
     lab.lose(2, LOSS)
-    for hop in run_trace(lab.target).hops:
+    for hop in run_trace(lab.target6).hops:
         assert isinstance(hop, Hop) and hop.sent == CYCLES and 0 < hop.received <= CYCLES
         assert hop.best is not None and hop.avg is not None and hop.worst is not None
         assert 0 <= hop.best <= hop.avg <= hop.worst and hop.last is not None
         assert hop.stddev is not None and hop.stddev <= hop.worst - hop.best
 
 
-def test_an_address_without_a_route_ends_with_a_clear_error() -> None:
+@pytest.mark.parametrize("mode", ["raw", "dgram"])
+def test_an_address_without_a_route_ends_with_a_clear_error(mode: str) -> None:
     """In a namespace with only lo nothing is routed: the first send fails, nothing leaves."""
     with NetNamespace("vcmon-trace") as ns:
+        ns.sysctl("net.ipv4.ping_group_range", "0 0")
         address = "198.19.64.1"
         with pytest.raises(RuntimeError, match="unreachable"):
             ns.route_device(address)
         program = ("import json, sys; from probes.trace import trace_blocking; "
                    "s = trace_blocking(sys.argv[1], cycles=3, interval=0.05, "
-                   "reply_timeout=0.2, mode='raw'); print(json.dumps(s.to_dict()))")
-        done = subprocess.run(ns.command([sys.executable, "-c", program, address]),
+                   "reply_timeout=0.2, mode=sys.argv[2]); print(json.dumps(s.to_dict()))")
+        done = subprocess.run(ns.command([sys.executable, "-c", program, address, mode]),
                               capture_output=True, text=True, timeout=30, check=True)
     document = json.loads(done.stdout)
     assert document["packets"] == 0 and not document["reached"]
