@@ -385,7 +385,13 @@ def _open(address: str, v6: bool, mode: TraceMode) -> _Transport:
                     "a raw ICMP socket was refused: run as root or grant CAP_NET_RAW "
                     "(setcap cap_net_raw+ep on the Python interpreter, or "
                     "AmbientCapabilities=CAP_NET_RAW in the systemd unit)") from None
-    return _DgramTransport(address, v6)
+    try:
+        return _DgramTransport(address, v6)
+    except IcmpPermissionError as exc:
+        if mode == "dgram":
+            raise
+        raise IcmpPermissionError(f"a raw ICMP socket was refused too (no CAP_NET_RAW); {exc}"
+                                  ) from None
 
 
 # --- the measurement ---------------------------------------------------------------

@@ -9,6 +9,7 @@ the lab's veth.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import shutil
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from monitor.lab.routed import RoutedLab
-from probes.trace import Hop, PathSnapshot, trace_blocking
+from probes.trace import Hop, PathSnapshot, trace, trace_blocking
 from tests.netns import NetNamespace, skip_unless_available
 
 pytestmark = skip_unless_available
@@ -209,3 +210,53 @@ def test_an_address_without_a_route_ends_with_a_clear_error(mode: str) -> None:
                                  "[Errno 101] Network is unreachable")
     assert document["bad_hop"]["why"] == ("no reply from hop 1 on; the destination was "
                                           "not reached")
+
+
+UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                "--inh-caps=-all", "--bounding-set=-all"]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+def test_without_cap_net_raw_a_trace_falls_back_to_a_ping_socket(address: str) -> None:
+    with NetNamespace("vcmon-trace") as ns:
+        ns.sysctl("net.ipv4.ping_group_range", "65534 65534")
+        program = ("import json, sys; from probes.trace import trace_blocking; "
+                   "s = trace_blocking(sys.argv[1], cycles=3, interval=0.05, "
+                   "reply_timeout=0.3); print(json.dumps(s.to_dict()))")
+        done = subprocess.run(ns.command([*UNPRIVILEGED, sys.executable, "-c", program,
+                                          address]),
+                              capture_output=True, text=True, timeout=30, check=True)
+    document = json.loads(done.stdout)
+    assert document["reached"] and [h["address"] for h in document["hops"]] == [address]
+    assert document["hops"][0]["received"] == 3
+
+
+def test_without_any_icmp_socket_the_error_names_the_fixes() -> None:
+    with NetNamespace("vcmon-trace") as ns:
+        ns.sysctl("net.ipv4.ping_group_range", "1 0")
+        program = ("from probes.trace import trace_blocking; "
+                   "trace_blocking('127.0.0.1', cycles=1, interval=0.05, reply_timeout=0.3)")
+        done = subprocess.run(ns.command([*UNPRIVILEGED, sys.executable, "-c", program]),
+                              capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1 and done.stdout == ""
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("probes._icmp_socket.IcmpPermissionError: a raw ICMP socket "
+                                "was refused too (no CAP_NET_RAW); cannot open an ICMP socket")
+    assert "net.ipv4.ping_group_range" in last_line and "setcap cap_net_raw+ep" in last_line
+
+
+async def test_the_async_trace_leaves_the_event_loop_free() -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    running = asyncio.create_task(ticker())
+    snapshot = await trace("127.0.0.1", cycles=10, interval=0.05, reply_timeout=0.3)
+    running.cancel()
+    assert snapshot.reached and snapshot.hops[0].received == 10
+    # 0.5 s of trace: the loop ticked through it instead of waiting on the socket
+    assert ticks >= 20
