@@ -66,7 +66,8 @@ MAX_CYCLES: Final = 100
 MAX_HOPS: Final = 64
 MAX_INTERVAL: Final = 5.0
 MAX_TIMEOUT: Final = 5.0
-# Below this a cycle's burst of up to MAX_HOPS requests would run into the next one.
+# 100 cycles a second at most: faster only spends the routers' ICMP error budgets
+# (Linux answers 1,000 errors a second in all, net.ipv4.icmp_msgs_per_sec).
 MIN_INTERVAL: Final = 0.01
 _PAYLOAD_SIZE: Final = 56
 _RECEIVE_SIZE: Final = 1280
@@ -189,9 +190,9 @@ def first_bad_hop(
     for index, hop in enumerate(answering):
         later = answering[index:]
         if all(lossy(h) for h in later):
-            worst_case = min(h.loss for h in later)
+            persisting = min(h.loss for h in later)
             return BadHop(hop.ttl, hop.address,
-                          f"loss {worst_case:.0%} from hop {hop.ttl} on".replace("%", " %"))
+                          f"loss {persisting * 100:.0f} % from hop {hop.ttl} on")
         baseline = answering[index - 1].avg if index else 0.0
         if baseline is not None and all(
             h.avg is not None and h.avg - baseline >= delay_threshold for h in later
@@ -237,7 +238,8 @@ def render(snapshot: PathSnapshot) -> str:
         lines.append(f"error: {snapshot.error}")
     bad = snapshot.bad_hop
     if bad is None:
-        lines.append("no bad hop")
+        lines.append("no bad hop found before the trace stopped" if snapshot.error
+                     else "no bad hop")
     else:
         where = f"{bad.ttl} ({bad.address})" if bad.address else f"{bad.ttl}"
         lines.append(f"first bad hop: {where}: {bad.why}")
@@ -493,7 +495,9 @@ def trace_blocking(
         transport.close()
     last_answer = max((t for t, tally in enumerate(tallies, 1) if tally.rtts), default=0)
     # A path that goes dark keeps one silent row after its last answer: where it ends.
-    end = last_answer if last_answer == limit else min(last_answer + 1, limit)
+    # Rows never probed (a send refused in the first cycle) are left out.
+    probed = sum(1 for tally in tallies if tally.sent)
+    end = min(last_answer if last_answer == limit else last_answer + 1, limit, probed)
     hops = tuple(tally.hop(ttl) for ttl, tally in enumerate(tallies[:end], 1))
     return PathSnapshot(address, started_at, time.monotonic() - start, cycles, packets, hops,
                         reached, first_bad_hop(hops, reached=reached), error)

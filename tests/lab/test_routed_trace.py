@@ -205,11 +205,10 @@ def test_an_address_without_a_route_ends_with_a_clear_error(mode: str) -> None:
         done = subprocess.run(ns.command([sys.executable, "-c", program, address, mode]),
                               capture_output=True, text=True, timeout=30, check=True)
     document = json.loads(done.stdout)
-    assert document["packets"] == 0 and not document["reached"]
+    assert document["packets"] == 0 and document["hops"] == []
+    assert not document["reached"] and document["bad_hop"] is None
     assert document["error"] == ("the trace stopped after 0 packets: "
                                  "[Errno 101] Network is unreachable")
-    assert document["bad_hop"]["why"] == ("no reply from hop 1 on; the destination was "
-                                          "not reached")
 
 
 UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",

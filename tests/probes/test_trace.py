@@ -171,3 +171,13 @@ def test_arguments_out_of_bounds_are_refused_before_any_packet(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         trace_blocking(address, **options)
+
+
+def test_render_of_a_trace_the_kernel_stopped_says_so() -> None:
+    stopped = PathSnapshot("198.18.0.4", 1_700_000_000.0, 0.01, 3, 0, (), False, None,
+                           "the trace stopped after 0 packets: [Errno 101] Network is "
+                           "unreachable")
+    assert render(stopped).splitlines()[2:] == [
+        "error: the trace stopped after 0 packets: [Errno 101] Network is unreachable",
+        "no bad hop found before the trace stopped",
+    ]
