@@ -29,6 +29,7 @@ There is no netem on this kernel, so the lab adds no delay.
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 import shutil
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ _ULA = ipaddress.IPv6Network("fd00::/8")
 TEST_BLOCK = ipaddress.IPv4Network("198.19.64.0/18")
 _MAX_ROUTERS = 16  # 16 links of a /30 fill .0-.63 of the /24, far below the target
 _UPLINK = "uplink"  # every router's link towards the host, by the same name
+_ROLE = re.compile(r"[a-z][a-z0-9]{0,15}")
 
 
 def random_network() -> ipaddress.IPv4Network:
@@ -60,9 +62,10 @@ class RoutedLab:
 
     def __init__(self, roles: Sequence[str], network: ipaddress.IPv4Network | None = None,
                  ) -> None:
-        if not 1 <= len(roles) <= _MAX_ROUTERS or len(set(roles)) != len(roles):
-            raise LabError(f"a routed lab needs 1 to {_MAX_ROUTERS} distinct router names, "
-                           f"not {list(roles)}")
+        if (not 1 <= len(roles) <= _MAX_ROUTERS or len(set(roles)) != len(roles)
+                or not all(_ROLE.fullmatch(role) for role in roles)):
+            raise LabError(f"a routed lab needs 1 to {_MAX_ROUTERS} distinct router names of "
+                           f"1 to 16 lowercase letters and digits, not {list(roles)}")
         self.network = network or random_network()
         if not self.network.subnet_of(LAB_RANGE) or self.network.prefixlen != 24:
             raise LabError(f"{self.network} is not a /24 of {LAB_RANGE}, the lab's range")
