@@ -17,6 +17,7 @@ packages+=(sip-tester)  # sipp: the real SIP peer the sip probe tests talk to
 packages+=(tcpdump)  # captures service probes on loopback to check their DSCP marking
 packages+=(tshark)  # an independent decoder of the TWAMP-light packets (tests/probes/test_twamp_wire.py)
 packages+=(prometheus-smokeping-prober)  # tests/bench/bench_scale.py compares vcmon with it
+packages+=(mtr-tiny iptables)  # tests/lab/test_routed_trace.py: mtr as the reference, iptables for faults
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
