@@ -38,7 +38,7 @@ from typing import Any, Final, Literal, Protocol
 
 import icmplib
 
-from probes._icmp_socket import (
+from probes.icmp_socket import (
     ANCILLARY_SIZE,
     IcmpPermissionError,
     extended_error,

@@ -239,7 +239,7 @@ def test_without_any_icmp_socket_the_error_names_the_fixes() -> None:
                               capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 1 and done.stdout == ""
     last_line = done.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("probes._icmp_socket.IcmpPermissionError: a raw ICMP socket "
+    assert last_line.startswith("probes.icmp_socket.IcmpPermissionError: a raw ICMP socket "
                                 "was refused too (no CAP_NET_RAW); cannot open an ICMP socket")
     assert "net.ipv4.ping_group_range" in last_line and "setcap cap_net_raw+ep" in last_line
 
