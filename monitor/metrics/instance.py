@@ -42,7 +42,7 @@ class DaemonCollector(Collector):
             sites.add_metric([tier, provision], count)
         ignored = CounterMetricFamily(
             "vcmon_icmp_packets_ignored",
-            "ICMP packets read that resolved no probe, by reason (README: How it probes).",
+            "ICMP packets read that resolved no probe, by reason (docs/probing.md#how-it-probes).",
             labels=["reason"])
         for reason, count in sorted(source.ignored_packets.items()):
             ignored.add_metric([reason], count)

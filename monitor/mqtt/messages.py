@@ -1,4 +1,4 @@
-"""The topic tree and the JSON of each message (README, section MQTT, shows them)."""
+"""The topic tree and the JSON of each message (docs/mqtt.md#topics shows them)."""
 
 from __future__ import annotations
 

@@ -58,9 +58,9 @@ RANGE = 60
 # Between the lab's healthy links (jitter ≤ 6 ms, which vcmon reads as ≤ 4 ms) and its
 # degraded ones (± 60 ms, read as about 40 ms): those and only those are degraded.
 JITTER_LIMIT = 0.012
-# Shown on the dashboards, not yet exported by vcmon: the MQTT publisher
-# (monitor/mqtt/publisher.py) is still being written and README's metric table does not list
-# these. A query of them may return nothing; any other metric name must exist.
+# Shown on the dashboards, exported by the MQTT publisher (monitor/mqtt/publisher.py) only
+# when the inventory has an mqtt: section (docs/mqtt.md#when-the-broker-is-away lists
+# them). A query of them may return nothing; any other metric name must exist.
 NOT_YET_EXPORTED = frozenset({
     "vcmon_mqtt_connected", "vcmon_mqtt_queue_depth", "vcmon_mqtt_published_total",
     "vcmon_mqtt_dropped_total", "vcmon_mqtt_reconnects_total",

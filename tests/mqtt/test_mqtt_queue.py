@@ -1,4 +1,4 @@
-"""The outbound queue's bound and drop order, and the JSON the README documents."""
+"""The outbound queue's bound and drop order, and the JSON docs/mqtt.md#topics documents."""
 
 from __future__ import annotations
 
