@@ -170,7 +170,7 @@ def test_per_hop_loss_and_rtt_agree_with_mtr(lab: RoutedLab, v6: bool) -> None:
     assert [hop.address for hop in ours.hops] == [hub["host"] for hub in theirs] == lab.path(v6)
     # four counts are compared (two lossy hops, two tools): each against its 99.99 %
     # interval, so that the test fails by chance in well under 1 run in 1,000
-    # (at 99 % each, one run in 25 failed: 20 of 30 lost, seen in a CI run)
+    # (at 99 % each about one run in 25 would: 20 of 30 lost was seen once)
     low, high = binomial_interval(cycles, LOSS, 0.00005)
     for index, (hop, hub) in enumerate(zip(ours.hops, theirs, strict=True)):
         mtr_lost = round(float(str(hub["Loss%"])) * int(str(hub["Snt"])) / 100)
