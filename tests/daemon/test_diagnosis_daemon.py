@@ -22,6 +22,7 @@ from monitor.daemon import Daemon
 from monitor.inventory import load_config
 from monitor.lab.routed import RoutedLab
 from tests.conftest import free_port
+from tests.http.cdp import Browser, chromium_binary
 from tests.mqtt.broker import Broker, skip_unless_mosquitto
 from tests.mqtt.common import payloads, until
 from tests.mqtt.subscriber import Subscriber
@@ -43,7 +44,7 @@ def inventory(lab: RoutedLab, port: int, extra: str = "") -> str:
     return f"""\
 health: {{evaluate_every: 500ms, enter_after: 1, leave_after: 1, min_replies: 1}}
 defaults: {{interval: 50ms, timeout: 300ms, window: 3s, down_after: 20}}
-diagnosis: {{cycles: 10, max_concurrent: 2, packets_per_second: 200}}
+diagnosis: {{cycles: 20, max_concurrent: 2, packets_per_second: 200}}
 mqtt: {{host: 127.0.0.1, port: {port}}}
 {extra}sites:
   - {{id: xa-a, name: Xã A, tier: commune, address: {lab.target}}}
@@ -70,6 +71,24 @@ async def fetch(daemon: Daemon, path: str, method: str = "GET") -> tuple[int, An
         return response.status, json.loads(text) if is_json else text
 
 
+def board_detail(daemon: Daemon, district: str, screenshot: Path) -> None:
+    """The board's site detail: a click on the tile opens the path, the bad hop marked."""
+    with Browser() as browser:
+        browser.open(f"http://{daemon.listen}/?lang=en")
+        browser.wait_for("document.querySelectorAll('.tile[data-status]').length == 2", 10)
+        browser.evaluate("document.querySelector('.tile[data-site=\"xa-a\"]').click()")
+        browser.wait_for("document.getElementById('detail').open", 5)
+        rows = browser.evaluate("[...document.querySelectorAll('#detail tr[data-ttl]')]"
+                                ".map(r => [r.className, r.cells[1].textContent])")
+        assert rows[1] == ["bad", district], rows
+        verdict = browser.evaluate("document.querySelector('#detail .verdict').textContent")
+        assert verdict == f"the link at hop {district} explains 2 degraded sites"
+        problems = browser.evaluate("document.getElementById('problems').innerText")
+        assert verdict in problems
+        browser.screenshot(screenshot)
+        assert browser.errors() == []
+
+
 def path_events(subscriber: Subscriber) -> list[dict[str, Any]]:
     return [event for event in payloads(subscriber.messages("vcmon/events"))
             if event.get("event") == "path"]
@@ -86,7 +105,7 @@ async def test_a_fault_behind_district_is_named_in_every_sink(lab: RoutedLab,
                 await until(lambda: all(h.status.value == "ok"
                                         for h in daemon.health.sites.values()), 20, "ok")
                 assert daemon.health.paths.sites == {}  # no trace while all is well
-                lab.lose(1, 0.4)
+                lab.lose(1, 0.5)
                 went_bad = time.monotonic()
                 await until(lambda: all(
                     (p := daemon.health.paths.get(site)) is not None and p.last is not None
@@ -103,6 +122,10 @@ async def test_a_fault_behind_district_is_named_in_every_sink(lab: RoutedLab,
                                   "text": f"the link at hop {district} explains 2 "
                                           "degraded sites"}
                 assert record["diagnosis"] == shared["text"]
+                if chromium_binary() is not None:
+                    # in a thread: the daemon serves the page from this test's event loop
+                    await asyncio.to_thread(board_detail, daemon, district,
+                                            tmp_path / "board-site-detail.png")
                 _, metrics = await fetch(daemon, "/metrics")
                 assert (f'vcmon_path_first_bad_hop_info{{site="xa-a",hop="2",'
                         f'address="{district}"}} 1') in metrics

@@ -85,7 +85,7 @@ def lab() -> Iterator[RoutedLab]:
 
 
 def settings(**kw: object) -> DiagnosisSettings:
-    values: dict[str, object] = {"cycles": 10, "max_concurrent": 1, "packets_per_second": 200,
+    values: dict[str, object] = {"cycles": 20, "max_concurrent": 1, "packets_per_second": 200,
                                  "min_spacing": 300.0}
     values.update(kw)
     return DiagnosisSettings.model_validate(values)
@@ -102,7 +102,7 @@ async def test_a_fault_at_each_hop_is_named_and_a_clean_path_blames_none(
         assert runner.request("clean", address, "requested") == "queued"
         await recorded.wait_for(1, 30)
         for faulty in range(len(ROLES)):
-            lab.lose(faulty, 0.4)
+            lab.lose(faulty, 0.5)
             assert runner.request(f"fault-{faulty}", address, "degraded") == "queued"
             await recorded.wait_for(2 + faulty, 30)
             lab.clear(faulty)
@@ -140,7 +140,7 @@ async def test_a_rate_limited_router_is_not_blamed_and_a_dead_one_ends_the_path(
 async def test_shared_cause_groups_the_sites_behind_one_router(lab: RoutedLab) -> None:
     recorded = Recorded()
     runner = DiagnosisRunner(recorded, settings(max_concurrent=2, packets_per_second=400))
-    lab.lose(1, 0.4)  # district: every site behind it suffers
+    lab.lose(1, 0.5)  # district: every site behind it suffers
     went_bad = time.time()
     async with running(runner):
         for site in ("xa-1", "xa-2", "xa-3"):
