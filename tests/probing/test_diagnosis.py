@@ -18,6 +18,7 @@ import pytest
 
 from monitor.inventory import parse_config
 from monitor.inventory.diagnosis import MAX_HOPS, DiagnosisSettings
+from monitor.lab.netlab import run
 from monitor.lab.routed import RoutedLab
 from monitor.probing.diagnosis import DiagnosisRunner, TraceRequest, plan
 from monitor.probing.plan import ProbePlan
@@ -256,3 +257,42 @@ async def test_a_burst_of_50_degradations_keeps_to_the_budget_and_the_probe_sche
     # normal probing kept its schedule: the 99th percentile of its lag grew by < 10 ms
     p99 = lambda lag: lag[int(len(lag) * 0.99)]  # noqa: E731
     assert len(busy) > 1000 and p99(busy) < p99(quiet) + 0.010, (p99(quiet), p99(busy))
+
+
+@skip_unless_available
+async def test_a_rerouted_site_is_reported_changed_at_the_hop_where_it_diverges(
+        lab: RoutedLab) -> None:
+    """The site's address moves behind a second chain of routers: the same commune,
+    reached through other routers from hop 1 on."""
+    recorded = Recorded()
+    runner = DiagnosisRunner(recorded, settings(cycles=5))
+    async with running(runner):
+        runner.request("xa", lab.target, "baseline")
+        await recorded.wait_for(1, 30)
+        with RoutedLab(("core2", "district2", "commune2")) as other:
+            other.check_route(other.target)
+            reroute(lab.target, other)
+            runner.request("xa", lab.target, "requested")
+            await recorded.wait_for(2, 30)
+    path = recorded.book.get("xa")
+    assert path is not None and path.baseline is not None and path.last is not None
+    assert [hop.address for hop in path.baseline.hops] == lab.path()
+    assert [hop.address for hop in path.last.hops] == [*other.path()[:2], lab.target]
+    assert path.change is not None
+    assert (path.change.ttl, path.change.address, path.change.was) == (
+        1, other.hop_address(0), lab.hop_address(0))
+
+
+def reroute(address: str, other: RoutedLab) -> None:
+    """``address`` (a /32 of the first lab) now lives on ``other``'s last router and is
+    routed there from the host and each router of ``other``; the host route goes with
+    ``other``'s link when that lab is taken down."""
+    last = len(other.roles) - 1
+    run(["ip", "-n", other.namespaces[last], "address", "add", f"{address}/32", "dev", "lo"])
+    for index in range(last):
+        run(["ip", "-n", other.namespaces[index], "route", "add", f"{address}/32", "via",
+             other.hop_address(index + 1)])
+    run(["ip", "route", "add", f"{address}/32", "via", other.hop_address(0),
+         "dev", other.host_link])
+    words = run(["ip", "-o", "route", "get", address]).split()
+    assert words[words.index("dev") + 1] == other.host_link, words
