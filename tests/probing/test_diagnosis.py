@@ -208,7 +208,7 @@ def sent_times(pcap: Path) -> list[float]:
 @skip_unless_available
 async def test_a_burst_of_50_degradations_keeps_to_the_budget_and_the_probe_schedule(
         lab: RoutedLab, tmp_path: Path) -> None:
-    budget, at_once, cycles = 160.0, 4, 2
+    budget, at_once, cycles = 80.0, 4, 2
     recorded = Recorded()
     runner = DiagnosisRunner(recorded, settings(cycles=cycles, max_concurrent=at_once,
                                                 packets_per_second=budget))
