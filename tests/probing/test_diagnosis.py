@@ -296,3 +296,41 @@ def reroute(address: str, other: RoutedLab) -> None:
          "dev", other.host_link])
     words = run(["ip", "-o", "route", "get", address]).split()
     assert words[words.index("dev") + 1] == other.host_link, words
+
+
+@skip_unless_available
+async def test_an_asymmetric_return_path_still_gives_a_clean_trace_and_names_a_fault(
+        lab: RoutedLab) -> None:
+    """Commune answers the host over a link of its own (forward: core, district; back:
+    direct), as a site with two uplinks would: the routers' answers come back the way
+    the probes went, the site's replies another way."""
+    host_end, site_end = str(lab.network[201]), str(lab.network[202])
+    back = f"{lab.prefix}-r"
+    commune = lab.namespaces[-1]
+    run(["ip", "link", "add", back, "type", "veth", "peer", "name", "back", "netns", commune])
+    try:
+        run(["ip", "address", "add", f"{host_end}/30", "dev", back])
+        run(["ip", "link", "set", back, "up"])
+        run(["ip", "-n", commune, "address", "add", f"{site_end}/30", "dev", "back"])
+        run(["ip", "-n", commune, "link", "set", "back", "up"])
+        # the host's end of the lab link (the traces' source) is reached over the new link
+        run(["ip", "-n", commune, "route", "replace", f"{lab.network[0]}/30", "via", host_end])
+        source = str(lab.network[1])  # the host's end of the lab's link, the traces' source
+        assert " dev back " in run(["ip", "-n", commune, "-o", "route", "get", source])
+        lab.check_route(lab.target)
+        recorded = Recorded()
+        runner = DiagnosisRunner(recorded, settings())
+        async with running(runner):
+            runner.request("clean", lab.target, "requested")
+            await recorded.wait_for(1, 30)
+            lab.lose(1, 0.5)
+            runner.request("lossy", lab.target, "degraded")
+            await recorded.wait_for(2, 30)
+    finally:
+        run(["ip", "link", "delete", back])
+    clean, lossy = recorded.book.get("clean"), recorded.book.get("lossy")
+    assert clean is not None and clean.last is not None and lossy is not None
+    assert [hop.address for hop in clean.last.hops] == lab.path()
+    assert clean.last.reached and clean.last.bad_hop is None, clean.last
+    assert lossy.last is not None and lossy.last.bad_hop is not None
+    assert lossy.last.bad_hop.ttl == 2
