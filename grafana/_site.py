@@ -9,6 +9,7 @@ from grafana._panels import (
     Size,
     dashboard,
     heatmap,
+    organize,
     override,
     stat,
     steps,
@@ -145,8 +146,37 @@ def build() -> Json:
                        [Query(f"vcmon_site_mos{SITE}", legend="MOS")], Size(12, 9),
                        unit=UNITS["mos"], thresholds=THRESHOLD_STEPS["mos"], extra=MOS_RANGE),
             status_timeline("Status", Size(24, 5), IS_SITE),
+            *_path(),
             *_services(),
         ])
+
+
+def _path() -> list[Json]:
+    # The site's last path trace (vcmon traces a site when it goes bad, on request, and
+    # now and then for its baseline): one row per hop, the first bad hop beside it.
+    hops = [Query(f"vcmon_path_hop_loss_ratio{SITE}", instant=True, format="table"),
+            Query(f"vcmon_path_hop_rtt_seconds{SITE}", instant=True, format="table")]
+    return [
+        stat("First bad hop", "Where the last path trace found loss or added delay that "
+             "persists to the site: hop index and address (* never answered). Nothing: no "
+             "trace yet, or a clean path.",
+             [Query(f"vcmon_path_first_bad_hop_info{SITE}", legend="hop {{hop}}: {{address}}",
+                    instant=True)], Size(8, 9), background=True, names=True,
+             thresholds=steps("red")),
+        table("Last path", "Each hop of the site's last path trace: its loss and mean RTT "
+              "over the trace's cycles. A hop that loses only its own answers while later "
+              "hops are clean is a router rate-limiting them, not the fault.", hops,
+              Size(16, 9),
+              transformations=[{"id": "merge", "options": {}},
+                               organize({"hop": "Hop", "address": "Address",
+                                         "Value #A": "Loss", "Value #B": "Avg RTT"},
+                                        hide=["Time", "site", "instance", "job"])],
+              overrides=[override("Loss", ("unit", UNITS["loss"]),
+                                  ("thresholds", THRESHOLD_STEPS["loss"]),
+                                  ("custom.cellOptions", {"type": "color-text"})),
+                         override("Avg RTT", ("unit", UNITS["rtt"])),
+                         override("Hop", ("custom.width", 60))]),
+    ]
 
 
 def _services() -> list[Json]:

@@ -1,12 +1,15 @@
-"""The ``vcmon`` command: run, check-config, inventory, probe."""
+"""The ``vcmon`` command: run, check-config, inventory, probe, trace."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
+import json
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 
 from monitor import __version__
@@ -20,8 +23,9 @@ from monitor.status.window import summarize
 from monitor.system.garbage import collector_paused
 from monitor.system.logs import configure_logging
 from monitor.system.privileges import PrivilegeError
-from probes import Outcome
+from probes import Outcome, ip_version
 from probes.icmp import IcmpPermissionError, ping
+from probes.trace import MAX_CYCLES, PathSnapshot, render, trace_blocking
 
 EXIT_CONFIG = 2
 
@@ -131,6 +135,91 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return asyncio.run(_probe(args.address, args.count, args.interval, args.timeout, args.size))
 
 
+# Reverse names are a courtesy: all of them together get this long, then the report
+# goes out with the addresses that resolved by then.
+NAME_WAIT = 1.0
+
+
+def _names(addresses: list[str]) -> dict[str, str]:
+    """Reverse DNS names of ``addresses``, those found within ``NAME_WAIT`` seconds.
+
+    Daemon threads: a resolver that hangs on an address must not keep the command alive."""
+    found: dict[str, str] = {}
+
+    def look_up(address: str) -> None:
+        with contextlib.suppress(OSError):
+            found[address] = socket.gethostbyaddr(address)[0]
+
+    threads = [threading.Thread(target=look_up, args=(a,), daemon=True) for a in addresses]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, NAME_WAIT / len(threads)))
+    return dict(found)
+
+
+def _trace_target(args: argparse.Namespace) -> tuple[str | None, str]:
+    """(site id or None, IP address) of ``SITE|ADDRESS``: a site of the inventory first."""
+    target: str = args.target
+    if args.config is not None or ip_version(target) is None:
+        config = _load(args.config)
+        try:
+            site = config.site(target)
+        except KeyError:
+            site = None
+        if site is not None:
+            return site.id, _resolve(site.address)
+    return None, _resolve(target)
+
+
+def _resolve(address: str) -> str:
+    if ip_version(address) is not None:
+        return address
+    try:
+        infos = socket.getaddrinfo(address, None, type=socket.SOCK_RAW)
+    except OSError as exc:
+        raise _Refused(f"{address} is neither a site of the inventory nor an address that "
+                       f"resolves ({exc}); give a site id, an IP address or a host name") from None
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    return str(infos[0][4][0])
+
+
+class _Refused(Exception):
+    """The command cannot run as asked; the message says why and what to do."""
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    """Exit 0: the path is clean to the end; 1: a bad hop is named or the end was not
+    reached; 2: the target or arguments are wrong."""
+    try:
+        site_id, address = _trace_target(args)
+        snapshot: PathSnapshot = trace_blocking(address, cycles=args.cycles,
+                                                interval=args.interval,
+                                                max_hops=args.max_hops)
+    except (_Refused, ValueError) as exc:
+        print(f"vcmon trace: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    names = _names([hop.address for hop in snapshot.hops if hop.address])
+    if args.json:
+        print(json.dumps({"site": site_id, **snapshot.to_dict(), "names": names},
+                         ensure_ascii=False, indent=2))
+    else:
+        if site_id is not None:
+            print(f"site {site_id}")
+        print(render(snapshot))
+        for hop in snapshot.hops:
+            if hop.address in names:
+                print(f"  hop {hop.ttl}: {hop.address} is {names[hop.address]}")
+    return 0 if snapshot.reached and snapshot.bad_hop is None and not snapshot.error else 1
+
+
+def _cycles(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_CYCLES:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of cycles in 1..{MAX_CYCLES}")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 1_000_000:
@@ -200,6 +289,20 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--timeout", "-W", type=_seconds, default=1.0, help="seconds per packet")
     probe.add_argument("--size", "-s", type=_payload, default=56, help="payload bytes")
     probe.set_defaults(func=_cmd_probe)
+    tracing = sub.add_parser(
+        "trace", help="MTR-style path report to a site or address: per-hop loss and RTT, "
+                      "and the first bad hop; exit 1 if one is named")
+    tracing.add_argument("target", metavar="SITE|ADDRESS",
+                         help="a site id of the inventory, an IP address or a host name")
+    tracing.add_argument("--cycles", "-c", type=_cycles, default=10,
+                         help="rounds of one echo request per hop (default 10)")
+    tracing.add_argument("--interval", "-i", type=float, default=0.2,
+                         help="seconds between rounds, 0.01 to 5 (default 0.2)")
+    tracing.add_argument("--max-hops", type=int, default=30, help="1 to 64 (default 30)")
+    tracing.add_argument("--json", action="store_true", help="the snapshot as JSON")
+    tracing.add_argument("--config", metavar="FILE",
+                         help="inventory to find SITE in; default: the embedded demo")
+    tracing.set_defaults(func=_cmd_trace)
     hashing = sub.add_parser(
         "hash-password", help="bcrypt hash of a password (from stdin) for basic_auth_users")
     hashing.add_argument("--cost", type=int, choices=range(10, 16), default=10, metavar="10-15",

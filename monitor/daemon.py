@@ -20,17 +20,22 @@ from monitor.inventory.secrets import check_reloaded, warn_exposed_secrets
 from monitor.inventory.shard import Shard
 from monitor.metrics.instance import DaemonCollector, DaemonMetrics
 from monitor.metrics.page import SitePage
+from monitor.metrics.paths import DiagnosisCollector
 from monitor.mqtt.publisher import MqttPublisher
+from monitor.probing.diagnosis import DiagnosisRunner, Outcome, TraceRequest
 from monitor.probing.plan import ProbePlan
 from monitor.probing.scheduler import Scheduler
 from monitor.probing.services import ServiceRunner
 from monitor.report import writer as report_writer
-from monitor.status.health import HealthTracker, StateChange
+from monitor.status.health import HealthTracker, StateChange, Status
+from monitor.status.paths import verdict
+from monitor.status.records import shared_causes
 from monitor.status.sites import SiteTable
 from monitor.status.watch import watch_health
 from monitor.system.garbage import collector_paused, settle
 from monitor.system.privileges import capability_names, drop_privileges
 from monitor.system.sdnotify import Notifier
+from probes.trace import PathSnapshot
 
 log = structlog.get_logger("vcmon.daemon")
 
@@ -65,6 +70,9 @@ class Daemon:
                                    observe_lag=self.metrics.scheduler_lag.observe)
         # tcp, tls, sip, http (and second ICMP) probes: a scheduler of their own
         self.services = ServiceRunner(self.health.services.record)
+        # path traces when a site goes bad, on request, and for baselines
+        self.diagnosis = DiagnosisRunner(self._path_traced, config.diagnosis)
+        self.registry.register(DiagnosisCollector(self.diagnosis))
         self.registry.register(DaemonCollector(self))
         self.page = SitePage(self)
         self.http = HttpServer(self, self, self.page, self.metrics)
@@ -112,6 +120,11 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self.services.scheduler.set_targets(await self.services.targets(self.config))
         self._tasks.append(asyncio.create_task(self.services.scheduler.run(), name="services"))
+        # A ping socket sees only its own answers, a raw one every ICMP packet of the host:
+        # where the engines could open ping sockets, traces use them too.
+        self.diagnosis.mode = "dgram" if "dgram" in self.plan.modes else "auto"
+        self.diagnosis.configure(self.config.diagnosis, self._trace_targets())
+        self._tasks.append(asyncio.create_task(self.diagnosis.run(), name="diagnosis"))
         health = watch_health(self, self._state_changed)
         self._tasks.append(asyncio.create_task(health, name="health"))
         publish = self.publisher.report_written if self.publisher is not None else None
@@ -162,6 +175,7 @@ class Daemon:
             self.scheduler.set_targets(await self.plan.targets(config))
             self.services.scheduler.set_targets(await self.services.targets(config))
             self.config = config
+            self.diagnosis.configure(config.diagnosis, self._trace_targets())
         settle()
         self.metrics.config_loaded(success=True)
         if self.publisher is not None:
@@ -187,6 +201,39 @@ class Daemon:
     def _state_changed(self, change: StateChange) -> None:
         if self.publisher is not None:
             self.publisher.state_changed(change)
+        if change.after is Status.DEGRADED:
+            self.diagnosis.request(change.site.id, change.site.address, "degraded")
+        elif change.after is Status.DOWN:
+            self.diagnosis.request(change.site.id, change.site.address, "down")
+
+    def _trace_targets(self) -> list[tuple[str, str]]:
+        return [(state.site.id, state.site.address) for state in self.table.sites.values()]
+
+    def request_trace(self, site_id: str) -> Outcome | None:
+        """An operator's trace of one site now (POST /api/v1/sites/{id}/trace); None: no
+        such site here."""
+        state = self.table.sites.get(site_id)
+        if state is None:
+            return None
+        return self.diagnosis.request(site_id, state.site.address, "requested")
+
+    def _path_traced(self, request: TraceRequest, snapshot: PathSnapshot) -> None:
+        path = self.health.paths.record(request.site_id, request.reason, snapshot)
+        if request.reason == "baseline" and path.change is None:
+            log.debug("path_traced", site=request.site_id, trigger=request.reason,
+                      hops=len(snapshot.hops), packets=snapshot.packets)
+            return
+        cause = shared_causes(self.health).get(request.site_id)
+        bad = snapshot.bad_hop
+        emit = log.warning if bad is not None or path.change is not None else log.info
+        emit(
+            "path_traced", site=request.site_id, trigger=request.reason,
+            target=snapshot.target, hops=len(snapshot.hops), reached=snapshot.reached,
+            first_bad_hop=bad.ttl if bad else None,
+            first_bad_address=bad.address if bad else None, error=snapshot.error,
+            diagnosis=verdict(path, cause, self.config.schedule.zone) or "no bad hop")
+        if self.publisher is not None:
+            self.publisher.path_traced(request.site_id)
 
     def request_stop(self) -> None:
         if self._stop is None:

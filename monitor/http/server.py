@@ -39,6 +39,11 @@ class Lifecycle(Protocol):
         """Re-read the inventory; the problems, or [] when it was applied."""
         ...
 
+    def request_trace(self, site_id: str) -> str | None:
+        """Ask for a path trace of one site now: what became of the request (queued,
+        already queued, running, disabled), or None when no such site is probed here."""
+        ...
+
 log = structlog.get_logger("vcmon.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -108,6 +113,8 @@ class HttpServer:
         self._open = {app.router.add_get("/-/healthy", self.healthy).resource,
                       app.router.add_get("/-/ready", self.ready).resource}
         app.router.add_post("/-/reload", self.reload)
+        # changes what the instance does (it sends packets): protected like /-/reload
+        app.router.add_post("/api/v1/sites/{site_id}/trace", self.trace)
         # the status board at / and the JSON API under /api/v1
         register_routes(app, source)
         app.on_response_prepare.append(self._add_headers)
@@ -217,3 +224,21 @@ class HttpServer:
             text = "reload failed; still running the previous configuration:\n"
             return web.Response(status=400, text=text + "\n".join(problems) + "\n")
         return web.Response(text="reloaded\n")
+
+    async def trace(self, request: web.Request) -> web.Response:
+        """POST /api/v1/sites/{site_id}/trace: 202 and the outcome; the path shows in the
+        site's record (``path``) once the trace has run."""
+        site_id = request.match_info["site_id"]
+        if not self._source.config.web.enable_lifecycle:
+            return web.json_response(
+                {"error": "POST requests are disabled (web: enable_lifecycle: false); "
+                 f"run vcmon trace {site_id} on the monitor instead"}, status=403)
+        outcome = self._lifecycle.request_trace(site_id)
+        if outcome is None:
+            return web.json_response(
+                {"error": f"no site with id {site_id!r} is probed by this instance"}, status=404)
+        if outcome == "disabled":
+            return web.json_response(
+                {"error": "diagnosis is off (diagnosis: enabled: false in the inventory)"},
+                status=409)
+        return web.json_response({"site": site_id, "outcome": outcome}, status=202)

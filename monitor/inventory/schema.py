@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from monitor.inventory.calendar import Schedule, schedule_references
+from monitor.inventory.diagnosis import DiagnosisSettings
 from monitor.inventory.fields import (
     DURATION,
     Provision,
@@ -321,6 +322,8 @@ class Config(BaseModel):
     shard: Shard | None = None
     # TLS and basic auth of the HTTP endpoints (a Prometheus web.yml), POST /-/reload
     web: WebSettings = Field(default_factory=WebSettings)
+    # path traces on degradation, on request and for baselines (monitor/inventory/diagnosis.py)
+    diagnosis: DiagnosisSettings = Field(default_factory=DiagnosisSettings)
     # started as root: who vcmon becomes once its sockets are open (monitor/inventory/identity.py)
     user: Annotated[str, AfterValidator(check_user)] | None = None
     group: Annotated[str, AfterValidator(check_group)] | None = None

@@ -12,6 +12,7 @@ from typing import Any
 from monitor.lab import control
 from monitor.lab.netlab import DEFAULT_NAME, LAB_RANGE, Lab
 from monitor.lab.profiles import SCENARIOS, SETTINGS_HELP, LabError
+from monitor.lab.routed_cli import add_routed_parser
 from monitor.lab.sites import inventory_document, synthetic_inventory
 from monitor.lab.state import LabState
 
@@ -129,3 +130,4 @@ def add_lab_parser(subparsers: Any) -> None:
     remove = commands.add_parser("down", parents=[common],
                                  help="remove the lab, also what a crash left behind")
     remove.set_defaults(lab_func=_cmd_down)
+    add_routed_parser(commands)

@@ -225,3 +225,11 @@ class RoutedLab:
         source, after a burst of 6 (the kernel's default, which the lab turns off)."""
         self._in(index, "sysctl", "-qw", f"net.ipv4.icmp_ratelimit={milliseconds}",
                  f"net.ipv6.icmp.ratelimit={milliseconds}")
+
+    def clear(self, index: int) -> None:
+        """Router ``index`` forwards and answers cleanly again: its drops and its ICMP
+        rate limit are gone."""
+        for tool in ("iptables", "ip6tables"):
+            self._in(index, tool, "-t", "raw", "-F", "PREROUTING")
+        self._in(index, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0",
+                 "net.ipv6.icmp.ratelimit=0")

@@ -54,16 +54,21 @@ def _site(site: Site) -> dict[str, Any]:
             "provision": site.provision}
 
 
-def state_payload(health: SiteHealth, stats: WindowStats | None, now: float) -> bytes:
-    """The retained ``sites/<id>/state`` message: status now and the window behind it."""
-    return _encode({
+def state_payload(health: SiteHealth, stats: WindowStats | None, now: float,
+                  path: dict[str, Any] | None = None) -> bytes:
+    """The retained ``sites/<id>/state`` message: status now and the window behind it,
+    and the site's last traced path once it has one (``monitor.status.paths.path_record``)."""
+    document = {
         **_site(health.site),
         "status": health.status.value,
         "reason": health.reason,
         "since": timestamp(health.since),
         "window": measurements(stats) if stats is not None else None,
         "updated": timestamp(now),
-    })
+    }
+    if path is not None:
+        document["path"] = path
+    return _encode(document)
 
 
 def event_payload(change: StateChange, run: str, seq: int) -> bytes:
@@ -78,6 +83,24 @@ def event_payload(change: StateChange, run: str, seq: int) -> bytes:
         "after": change.after.value,
         "reason": change.reason,
         "window": change.measurements or None,
+    })
+
+
+def path_payload(health: SiteHealth, path: dict[str, Any], diagnosis: str, run: str,
+                 seq: int, now: float) -> bytes:
+    """An ``events`` message with ``"event": "path"``: a trace taken because the site went
+    bad (or an operator asked) has found where it breaks. It follows the state change
+    that asked for it by the length of one trace; ``id`` as in ``event_payload``."""
+    return _encode({
+        "id": f"{run}:{seq}",
+        "run": run,
+        "seq": seq,
+        "at": timestamp(now),
+        "event": "path",
+        **_site(health.site),
+        "status": health.status.value,
+        "diagnosis": diagnosis,
+        "path": path,
     })
 
 

@@ -27,10 +27,13 @@ from monitor.mqtt.messages import (
     Topics,
     event_payload,
     measurement_payload,
+    path_payload,
     state_payload,
 )
 from monitor.mqtt.queue import QUEUED_KINDS, Kind, OutboundQueue, Outgoing
-from monitor.status.health import StateChange
+from monitor.status.health import StateChange, Status
+from monitor.status.paths import path_record, verdict
+from monitor.status.records import shared_causes
 from monitor.status.source import Source
 
 __all__ = ["MqttPublisher", "MqttSettings", "Source"]
@@ -111,6 +114,35 @@ class MqttPublisher:
                                  event_payload(change, self.run_id, self._seq), self.settings.qos))
         self._dirty[change.site.id] = None
         self._wake.set()
+
+    def path_traced(self, site_id: str) -> None:
+        """A trace of a site has ended: queue its ``path`` event unless it only learnt the
+        baseline, and refresh the site's retained state, which carries the path."""
+        health = self._source.health.sites.get(site_id)
+        record = self._path(site_id)
+        if health is None or record is None:
+            return
+        if record["trigger"] != "baseline":
+            self._seq += 1
+            payload = path_payload(health, record, record["diagnosis"], self.run_id,
+                                   self._seq, time.time())
+            self._queue.put(Outgoing("event", self.topics.events, payload, self.settings.qos))
+        self._dirty[site_id] = None
+        self._wake.set()
+
+    def _path(self, site_id: str) -> dict[str, Any] | None:
+        health = self._source.health
+        path = health.paths.get(site_id)
+        if path is None or path.last is None:
+            return None  # most sites, at most resyncs: no pass over every site's health
+        h = health.sites.get(site_id)
+        bad = h is not None and h.status in (Status.DEGRADED, Status.DOWN)
+        cause = shared_causes(health).get(site_id) if bad else None
+        zone = self._source.config.schedule.zone
+        record = path_record(path, cause, zone)
+        if record is not None:
+            record["diagnosis"] = verdict(path, cause, zone)
+        return record
 
     def report_written(self, summary: dict[str, Any]) -> None:
         """Queue a readiness report's summary, retained so a late subscriber sees the last.
@@ -316,8 +348,9 @@ class MqttPublisher:
         state = self._source.table.sites.get(site_id)
         stats = state.window.stats(now) if state is not None else None
         self._retained.add(site_id)
-        return Outgoing("state", topic, state_payload(health, stats, now), self.settings.qos,
-                        retain=True)
+        path = self._path(site_id)
+        return Outgoing("state", topic, state_payload(health, stats, now, path),
+                        self.settings.qos, retain=True)
 
     async def _publish_all(self, client: Client, batch: list[Outgoing]) -> None:
         # paho writes each PUBLISH when its task first runs, in creation order, so the

@@ -135,13 +135,37 @@ def reason(record: dict[str, Any], lang: Lang, names: dict[str, str]) -> str:
         return (f"tuyến trên {name} ({root}) mất kết nối" if lang == "vi"
                 else f"upstream site {name} ({root}) is down")
     text: str = record.get("reason") or ""
+    note = _path_note(record, lang)
     if lang == "en":
-        return text
+        return f"{text}; {note}" if note else text
     for pattern, vi in _SENTENCES:
         match = pattern.fullmatch(text)
         if match:
-            return vi(match)
-    if record["status"] == "degraded":
-        for part, vi_word in _PARTS:
-            text = part.sub(vi_word, text)
-    return text
+            text = vi(match)
+            break
+    else:
+        if record["status"] == "degraded":
+            for part, vi_word in _PARTS:
+                text = part.sub(vi_word, text)
+    return f"{text}; {note}" if note else text
+
+
+def _path_note(record: dict[str, Any], lang: Lang) -> str:
+    """Where the path of a degraded or down site breaks, from its last trace (the API
+    record's ``path``): the shared cause, else the first bad hop; and a path change."""
+    path = record.get("path")
+    if record["status"] not in ("degraded", "down") or not path:
+        return ""
+    if lang == "en":
+        return str(record.get("diagnosis") or "")
+    parts = []
+    cause, bad, changed = path.get("shared_cause"), path.get("first_bad_hop"), path.get("changed")
+    if cause:
+        parts.append(f"đường truyền tại chặng {cause['address']} ảnh hưởng "
+                     f"{len(cause['sites'])} điểm cầu")
+    elif bad:
+        where = f"{bad['ttl']} ({bad['address']})" if bad["address"] else f"{bad['ttl']}"
+        parts.append(f"chặng lỗi đầu tiên: {where}")
+    if changed:
+        parts.append(f"tuyến đổi tại chặng {changed['ttl']} từ {changed['since'][11:16]}")
+    return "; ".join(parts)

@@ -186,7 +186,9 @@ async def fetch_state_at(session: aiohttp.ClientSession, base: str, at: float,
         out.append({**record, "status": status, "reason": reason,
                     "since": iso(since.get(site), zone), "since_timestamp": since.get(site),
                     "exceeded": sorted(crossed.get(site, [])), "root_cause": None,
-                    "window": {**record["window"], **values}})
+                    "window": {**record["window"], **values},
+                    # the daemon's last trace is of now, not of that moment
+                    "path": None, "diagnosis": ""})
     by_id = {r["id"]: r for r in out}
     for record in out:
         if record["status"] == "unreachable":

@@ -18,6 +18,7 @@ from typing import Any
 from monitor.inventory import Config, Site
 from monitor.inventory.selection import Role, select
 from monitor.inventory.thresholds import THRESHOLD_NAMES, HealthSettings, Thresholds
+from monitor.status.paths import PathBook
 from monitor.status.services import ServiceTable, describe_failing
 from monitor.status.sites import SiteState, SiteTable
 from monitor.status.window import WindowStats
@@ -138,6 +139,8 @@ class HealthTracker:
         # the sites' service probes: a site that answers ping while one of them is down
         # is degraded (reason "service …")
         self.services = ServiceTable(config)
+        # each site's traced path, first bad hop and baseline (monitor/status/paths.py)
+        self.paths = PathBook()
         self.reconfigure(config, now)
 
     def reconfigure(self, config: Config, now: float) -> None:
@@ -171,6 +174,7 @@ class HealthTracker:
             (sites if role is Role.OWNED else upstream)[site.id] = h
         self.sites, self.upstream = sites, upstream
         self._tracked = {**upstream, **sites}
+        self.paths.reconfigure(set(sites), config.diagnosis.baseline_interval)
 
     def update(self, table: SiteTable, now: float, *, evaluate: bool) -> list[StateChange]:
         """Recompute every site's status at wall-clock ``now`` in one go.

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from monitor.inventory import Config
 from monitor.inventory.reports import DEFAULT_TIMES
 from monitor.status.health import HealthTracker, SiteHealth, Status
+from monitor.status.paths import SharedCause, path_record, verdict
 from monitor.status.sites import SiteState, SiteTable
 
 STATUSES = tuple(status.value for status in Status)
@@ -38,10 +39,21 @@ def _window(state: SiteState, now: float) -> dict[str, Any]:
             "jitter": s.jitter, "mos": s.mos}
 
 
+def shared_causes(health: HealthTracker) -> dict[str, SharedCause]:
+    """Site id -> the shared cause it belongs to, over every degraded or down site."""
+    bad = {site_id: h.since for site_id, h in list(health.sites.items())
+           if h.status in (Status.DEGRADED, Status.DOWN)}
+    return {site_id: cause for cause in health.paths.shared_causes(bad)
+            for site_id in cause.sites}
+
+
 def site_record(state: SiteState, h: SiteHealth | None, config: Config,
-                health: HealthTracker, now: float) -> dict[str, Any]:
-    """One site as ``GET /api/v1/sites/{id}`` shows it."""
+                health: HealthTracker, now: float,
+                causes: dict[str, SharedCause] | None = None) -> dict[str, Any]:
+    """One site as ``GET /api/v1/sites/{id}`` shows it; ``causes``: ``shared_causes``."""
     site, zone = state.site, config.schedule.zone
+    path = health.paths.get(site.id)
+    cause = (causes if causes is not None else shared_causes(health)).get(site.id)
     district = site.district or site.id
     try:
         district_name = config.site(district).name
@@ -71,6 +83,8 @@ def site_record(state: SiteState, h: SiteHealth | None, config: Config,
         "last_probe_at": iso(state.last_result_at, zone),
         "counters": {"sent": state.sent, "received": state.received},
         "window": _window(state, now),
+        "path": path_record(path, cause, zone),
+        "diagnosis": verdict(path, cause, zone),
     }
 
 
@@ -78,7 +92,8 @@ def site_records(table: SiteTable, health: HealthTracker, config: Config,
                  now: float) -> list[dict[str, Any]]:
     """Every site in inventory order; runs in a worker thread (see ``_window``)."""
     healths = health.sites
-    return [site_record(state, healths.get(state.site.id), config, health, now)
+    causes = shared_causes(health)
+    return [site_record(state, healths.get(state.site.id), config, health, now, causes)
             for state in list(table.sites.values())]
 
 

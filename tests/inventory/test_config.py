@@ -172,8 +172,8 @@ INVALID: dict[str, list[str]] = {
     ],
     "invalid-unknown-top-level.yml": [
         '{file}:1: mqttt: unknown key "mqttt" (did you mean "mqtt"?); '
-        "allowed keys are: listen, defaults, health, schedule, mqtt, reports, shard, web, user, "
-        "group, sites"
+        "allowed keys are: listen, defaults, health, schedule, mqtt, reports, shard, web, "
+        "diagnosis, user, group, sites"
     ],
     "invalid-window-short.yml": [
         "{file}:3: defaults.window: the window of 60 s is shorter than the interval of 120 s "
