@@ -24,6 +24,7 @@ from monitor.mqtt.publisher import MqttPublisher
 from monitor.probing.plan import ProbePlan
 from monitor.probing.scheduler import Scheduler
 from monitor.probing.services import ServiceRunner
+from monitor.probing.streams import StreamRunner
 from monitor.report import writer as report_writer
 from monitor.status.health import HealthTracker, StateChange
 from monitor.status.sites import SiteTable
@@ -65,6 +66,8 @@ class Daemon:
                                    observe_lag=self.metrics.scheduler_lag.observe)
         # tcp, tls, sip, http (and second ICMP) probes: a scheduler of their own
         self.services = ServiceRunner(self.health.services.record)
+        # TWAMP-light streams (twamp probes): a scheduler and a sender of their own
+        self.streams = StreamRunner(self.health.streams.record, self.health.services.record)
         self.registry.register(DaemonCollector(self))
         self.page = SitePage(self)
         self.http = HttpServer(self, self, self.page, self.metrics)
@@ -112,6 +115,8 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self.services.scheduler.set_targets(await self.services.targets(self.config))
         self._tasks.append(asyncio.create_task(self.services.scheduler.run(), name="services"))
+        self.streams.scheduler.set_targets(await self.streams.targets(self.config))
+        self._tasks.append(asyncio.create_task(self.streams.scheduler.run(), name="streams"))
         health = watch_health(self, self._state_changed)
         self._tasks.append(asyncio.create_task(health, name="health"))
         publish = self.publisher.report_written if self.publisher is not None else None
@@ -161,6 +166,7 @@ class Daemon:
             self.page.reconfigure()
             self.scheduler.set_targets(await self.plan.targets(config))
             self.services.scheduler.set_targets(await self.services.targets(config))
+            self.streams.scheduler.set_targets(await self.streams.targets(config))
             self.config = config
         settle()
         self.metrics.config_loaded(success=True)
@@ -220,6 +226,7 @@ class Daemon:
             await asyncio.sleep(0.02)
         await self.http.stop()
         await self.services.close()
+        await self.streams.close()
         await self.plan.close()
         if publisher_stopped is not None:
             await publisher_stopped

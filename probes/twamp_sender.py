@@ -20,14 +20,18 @@ one of ``IGNORE_REASONS``; nothing the network sends raises.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import secrets
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from time import time_ns
-from typing import Any, Final
+from typing import Annotated, Any, ClassVar, Final
 
+from pydantic import Field, field_validator, model_validator
+
+from probes._service import DSCP_NAMES, Dscp, Port, ServiceSpec
 from probes.twamp import (
     ANCILLARY_SIZE,
     DEFAULT_PORT,
@@ -44,7 +48,7 @@ from probes.twamp import (
 )
 from probes.twamp_stream import DuplicateReply, StreamPacket, StreamStats, stream_stats
 
-__all__ = ["EF", "IGNORE_REASONS", "StreamResult", "TwampSender"]
+__all__ = ["EF", "IGNORE_REASONS", "StreamResult", "TwampSender", "TwampSpec"]
 
 EF: Final = 0xB8  # DSCP 46 (expedited forwarding, RFC 3246) in the TOS byte
 MALFORMED: Final = "malformed"  # not a reflection: too short, truncated, zero multiplier
@@ -63,6 +67,57 @@ _MAX_SIZE: Final = _RECEIVE_SIZE
 # where a reflection echoes the sender's sequence number, timestamp and error estimate
 _ECHO_START: Final = 24
 _ECHO_END: Final = _ECHO_START + SENDER_HEADER
+
+
+class TwampSpec(ServiceSpec):
+    """A ``twamp`` entry of a site's ``probes:``: one stream to the site's reflector every
+    ``interval``, shaped like a media stream (50 packets 20 ms apart, one second of RTP;
+    172 bytes, an RTP packet of G.711; marked EF as conference endpoints mark voice).
+
+    ``timeout`` (of the schedule) is each packet's own wait for its reply, so a stream
+    lasts ``(packets − 1) · spacing + timeout`` and must end before the next one starts.
+    """
+
+    # Durations of this kind, with their range: the inventory parses them ("20ms") where
+    # it parses every duration, and checks the range with the same words.
+    durations: ClassVar[dict[str, tuple[float, float]]] = {"spacing": (0.0, 1.0)}
+
+    dscp: Dscp | None = DSCP_NAMES["EF"]
+    port: Port = DEFAULT_PORT
+    # the reflector, when it is not the site's own address (a small box beside the endpoint)
+    reflector: str | None = None
+    packets: Annotated[int, Field(ge=2, le=1000)] = 50
+    spacing: float = 0.02
+    size: Annotated[int, Field(ge=REFLECTION_HEADER, le=1472)] = 172
+
+    @field_validator("reflector")
+    @classmethod
+    def _literal(cls, reflector: str | None) -> str | None:
+        if reflector is not None:
+            try:
+                return str(ipaddress.ip_address(reflector))
+            except ValueError:
+                raise ValueError(f'"{reflector}" is not an IP address; write the reflector\'s '
+                                 "IPv4 or IPv6 address, e.g. 10.20.0.5") from None
+        return reflector
+
+    @model_validator(mode="after")
+    def _fits_interval(self) -> TwampSpec:
+        # the schedule's fields, on the inventory's model that joins both
+        interval: float | None = getattr(self, "interval", None)
+        timeout: float | None = getattr(self, "timeout", None)
+        if interval is not None and timeout is not None:
+            lasts = (self.packets - 1) * self.spacing + timeout
+            if lasts >= interval:
+                raise ValueError(
+                    f"a stream of {self.packets} packets {self.spacing * 1000:g} ms apart, "
+                    f"waiting {timeout:g} s for the last reply, lasts {lasts:g} s, not less "
+                    f"than the interval of {interval:g} s; lower packets, spacing or timeout, "
+                    "or raise interval")
+        return self
+
+    def host(self, site_address: str) -> str:
+        return self.reflector or site_address
 
 
 @dataclass(frozen=True, slots=True)
