@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from monitor.metrics.labels import LabelCache
 from monitor.metrics.services import render_services
 from monitor.metrics.sites import render_site_chunks
+from monitor.metrics.streams import render_streams
 from monitor.status.source import Source
 
 
@@ -37,6 +38,7 @@ class SitePage:
         for text in render_site_chunks(source.table, source.health, labels.sites, now):
             yield text.encode()
         yield render_services(source.health.services, labels.probes, now).encode()
+        yield render_streams(source.health.streams, labels.probes, now).encode()
 
 
 def render(source: Source, registry: CollectorRegistry) -> bytes:

@@ -103,9 +103,9 @@ class World:
         self.rng = random.Random(7)
         self.seconds = 0
 
-    def run(self, seconds: int, icmp: float | None | str, forward: tuple[float, float],
+    def run(self, seconds: int, icmp: float | str | None, forward: tuple[float, float],
             reverse: tuple[float, float]) -> None:
-        """``icmp``: the RTT (s), None for lost, "jitter" for 20 ± 60 ms RTTs."""
+        """``icmp``: the RTT (s), None for lost, "jitter" for 80 ± 60 ms RTTs."""
         for _ in range(seconds):
             if icmp == "jitter":
                 rtt: float | None = 0.080 + self.rng.uniform(-0.060, 0.060)
