@@ -10,6 +10,7 @@ from typing import Any
 
 from monitor.inventory import Site
 from monitor.status.health import SiteHealth, StateChange, measurements
+from monitor.status.streams import StreamState, stream_document
 from monitor.status.window import WindowStats
 
 
@@ -54,16 +55,29 @@ def _site(site: Site) -> dict[str, Any]:
             "provision": site.provision}
 
 
-def state_payload(health: SiteHealth, stats: WindowStats | None, now: float) -> bytes:
-    """The retained ``sites/<id>/state`` message: status now and the window behind it."""
-    return _encode({
+def _streams(streams: list[StreamState], now: float) -> list[dict[str, Any]]:
+    documents = [stream_document(stream, now) for stream in streams]
+    for document in documents:
+        at = document["last_stream_at"]
+        document["last_stream_at"] = timestamp(at) if at is not None else None
+    return documents
+
+
+def state_payload(health: SiteHealth, stats: WindowStats | None, now: float,
+                  streams: list[StreamState] | None = None) -> bytes:
+    """The retained ``sites/<id>/state`` message: status now and the window behind it,
+    and each TWAMP stream's window, per direction (``streams``, only for sites with one)."""
+    document = {
         **_site(health.site),
         "status": health.status.value,
         "reason": health.reason,
         "since": timestamp(health.since),
         "window": measurements(stats) if stats is not None else None,
         "updated": timestamp(now),
-    })
+    }
+    if streams:
+        document["streams"] = _streams(streams, now)
+    return _encode(document)
 
 
 def event_payload(change: StateChange, run: str, seq: int) -> bytes:
@@ -81,6 +95,11 @@ def event_payload(change: StateChange, run: str, seq: int) -> bytes:
     })
 
 
-def measurement_payload(site: Site, stats: WindowStats, now: float) -> bytes:
-    """One periodic ``sites/<id>/measurements`` message: every statistic of the window."""
-    return _encode({"site": site.id, "at": timestamp(now), **dataclasses.asdict(stats)})
+def measurement_payload(site: Site, stats: WindowStats, now: float,
+                        streams: list[StreamState] | None = None) -> bytes:
+    """One periodic ``sites/<id>/measurements`` message: every statistic of the window,
+    and each TWAMP stream's window, per direction (``streams``, only for sites with one)."""
+    document = {"site": site.id, "at": timestamp(now), **dataclasses.asdict(stats)}
+    if streams:
+        document["streams"] = _streams(streams, now)
+    return _encode(document)

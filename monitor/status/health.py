@@ -9,6 +9,7 @@ cause is upstream, so only the upstream site pages.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -282,9 +283,11 @@ class HealthTracker:
             if status is not h.status:
                 state = table.sites.get(site_id)
                 stats = state.window.stats(now) if state is not None else None
-                changes.append(StateChange(
-                    h.site, h.status, status, reason, now,
-                    measurements(stats) if stats is not None else {}))
+                found = measurements(stats) if stats is not None else {}
+                streams = self._stream_windows(site_id, now, 0.0)
+                if streams and found:
+                    found["streams"] = [dataclasses.asdict(s) for s in streams]
+                changes.append(StateChange(h.site, h.status, status, reason, now, found))
                 h.status, h.since = status, now
                 h.changes += 1
             h.reason = reason

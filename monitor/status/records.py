@@ -19,6 +19,7 @@ from monitor.inventory import Config
 from monitor.inventory.reports import DEFAULT_TIMES
 from monitor.status.health import HealthTracker, SiteHealth, Status
 from monitor.status.sites import SiteState, SiteTable
+from monitor.status.streams import StreamState, stream_document
 
 STATUSES = tuple(status.value for status in Status)
 
@@ -71,7 +72,15 @@ def site_record(state: SiteState, h: SiteHealth | None, config: Config,
         "last_probe_at": iso(state.last_result_at, zone),
         "counters": {"sent": state.sent, "received": state.received},
         "window": _window(state, now),
+        "streams": [_stream(stream, now, zone)
+                    for stream in health.streams.of_site(site.id)],
     }
+
+
+def _stream(stream: StreamState, now: float, zone: ZoneInfo) -> dict[str, Any]:
+    document = stream_document(stream, now)
+    document["last_stream_at"] = iso(document["last_stream_at"], zone)
+    return document
 
 
 def site_records(table: SiteTable, health: HealthTracker, config: Config,

@@ -19,9 +19,11 @@ streams with a reply, down after ``down_after`` without), so a silent reflector 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from monitor.inventory import Config, ServiceProbe, Site
 from monitor.inventory.selection import owned_sites
@@ -191,6 +193,21 @@ class StreamState:
         """As ``stats`` without changing anything: safe from another thread."""
         results = [result for at, result in list(self.window) if at >= now - self.length]
         return summarize_streams(results) if results else None
+
+
+def stream_document(state: StreamState, now: float) -> dict[str, Any]:
+    """One stream probe as the JSON API, MQTT and the reports show it: what it sends
+    where, and its window (None before the first stream); seconds and ratios."""
+    spec = state.spec
+    stats = state.current_stats(now)
+    return {
+        "probe": spec.label,
+        "reflector": spec.host(state.site.address),
+        "port": getattr(spec, "port", None),
+        "dscp": spec.dscp,
+        "last_stream_at": state.last_at,
+        "window": dataclasses.asdict(stats) if stats is not None else None,
+    }
 
 
 def _as_probe_result(key: str, result: StreamResult, started_at: float) -> ProbeResult:
