@@ -89,6 +89,9 @@ class TwampSpec(ServiceSpec):
     packets: Annotated[int, Field(ge=2, le=1000)] = 50
     spacing: float = 0.02
     size: Annotated[int, Field(ge=REFLECTION_HEADER, le=1472)] = 172
+    # a fixed UDP source port, for router reflectors whose test sessions name the
+    # sender's port (Huawei TWAMP Light test-session remote-port); none: an ephemeral one
+    source_port: Annotated[int, Field(ge=1024, le=65535)] | None = None
 
     @field_validator("reflector")
     @classmethod
@@ -179,14 +182,18 @@ class TwampSender:
     """Runs streams to TWAMP-light reflectors; see the module doc.
 
     ``error_estimate`` is what our packets say of our clock (default: the kernel's own
-    bound and sync state, ``clock_error_estimate()``).
+    bound and sync state, ``clock_error_estimate()``); ``source_port`` the UDP port the
+    streams leave from (0: one the kernel picks).
     """
 
     __slots__ = ("_active", "_destinations", "_error", "_loop", "_padding", "_sockets",
-                 "ignored")
+                 "_source_port", "ignored")
 
-    def __init__(self, *, error_estimate: ErrorEstimate | None = None) -> None:
+    def __init__(self, *, error_estimate: ErrorEstimate | None = None,
+                 source_port: int = 0) -> None:
         self._error = error_estimate or clock_error_estimate()
+        # 0: the kernel's choice; a fixed port for reflectors configured per sender port
+        self._source_port = source_port
         # RFC 4656 §4.1.2: padding SHOULD be pseudo-random, so that compressing links
         # do not shrink the packets; drawn once, the cost stays off the send path.
         self._padding = os.urandom(_RECEIVE_SIZE)
@@ -216,7 +223,7 @@ class TwampSender:
             if v6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             enable_arrival_data(sock, v6)
-            sock.bind(("::" if v6 else "0.0.0.0", 0))
+            sock.bind(("::" if v6 else "0.0.0.0", self._source_port))
             loop.add_reader(sock.fileno(), self._drain, sock, v6)
         except BaseException:
             sock.close()

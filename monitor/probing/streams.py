@@ -37,8 +37,8 @@ class StreamRunner:
         self.record = record
         self.failed = failed
         self.scheduler = Scheduler(failed)
-        self.sender = TwampSender()
-        self._started = False
+        # one sender (one socket per family) per source port: ephemeral (0) for most
+        self.senders: dict[int, TwampSender] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         # the same send callable for an unchanged probe across reloads, so that the
         # scheduler keeps its place
@@ -50,9 +50,11 @@ class StreamRunner:
             for spec in config.services_for(site):
                 if KINDS[spec.kind].stream is None:
                     continue
-                if not self._started:
-                    await self.sender.start()
-                    self._started = True
+                source_port = getattr(spec, "source_port", None) or 0
+                if source_port not in self.senders:
+                    sender = TwampSender(source_port=source_port)
+                    await sender.start()
+                    self.senders[source_port] = sender
                 key = key_of(site.id, spec.label)
                 send = self._sends.get((key, spec)) or _StreamSend(self, spec)
                 sends[(key, spec)] = send
@@ -75,7 +77,8 @@ class StreamRunner:
     async def _run(self, key: str, ip: str, timeout: float, spec: TwampSpec) -> None:  # noqa: ASYNC109 - each packet's wait
         started = time.time()
         try:
-            result = await self.sender.stream(ip, spec.port, count=spec.packets,
+            sender = self.senders[spec.source_port or 0]
+            result = await sender.stream(ip, spec.port, count=spec.packets,
                                               spacing=spec.spacing, size=spec.size,
                                               timeout=timeout, tos=spec.tos)
         except (OSError, ValueError) as exc:
@@ -93,15 +96,18 @@ class StreamRunner:
     @property
     def ignored_replies(self) -> Counter[str]:
         """Datagrams the sender read that answered no packet of a stream, by reason."""
-        return self.sender.ignored
+        total: Counter[str] = Counter()
+        for sender in self.senders.values():
+            total.update(sender.ignored)
+        return total
 
     async def close(self) -> None:
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
-        if self._started:
-            await self.sender.close()
-            self._started = False
+        for sender in self.senders.values():
+            await sender.close()
+        self.senders.clear()
 
 
 class _StreamSend:

@@ -105,6 +105,7 @@ class HostileReflector(asyncio.DatagramProtocol):
         self.foreign.bind(("127.0.0.31", 0))
         self.transport: asyncio.DatagramTransport | None = None
         self.requests = 0
+        self.senders: set[tuple[str, int]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -112,6 +113,7 @@ class HostileReflector(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         assert self.transport is not None
         self.requests += 1
+        self.senders.add(addr)
         now = time.time_ns()
         reply = reflect(data, seq=self.seq, receive_ns=now, send_ns=now,
                         error_estimate=UNSYNCED, ttl=64)
@@ -134,9 +136,11 @@ async def test_the_daemon_ignores_foreign_forged_and_late_replies() -> None:
     transport, _ = await loop.create_datagram_endpoint(lambda: hostile,
                                                        local_addr=("127.0.0.30", 0))
     port = transport.get_extra_info("sockname")[1]
-    web = free_port()
-    daemon = Daemon(parse_config(DAEMON.format(port=port)), listen=f"127.0.0.1:{web}",
-                    registry=CollectorRegistry())
+    web, source_port = free_port(), free_port()
+    # a fixed source port, as router reflectors with per-sender test sessions need
+    text = DAEMON.format(port=port).replace("timeout: 100ms}",
+                                            f"timeout: 100ms, source_port: {source_port}}}")
+    daemon = Daemon(parse_config(text), listen=f"127.0.0.1:{web}", registry=CollectorRegistry())
     await daemon.startup()
     try:
         page = await scrape_until(web, 'direction="reverse"')
@@ -146,6 +150,7 @@ async def test_the_daemon_ignores_foreign_forged_and_late_replies() -> None:
         await daemon.shutdown()
         transport.close()
         hostile.foreign.close()
+    assert {port for _, port in hostile.senders} == {source_port}
     got = samples(page)
     sent = value(got, "vcmon_stream_packets_sent_total")
     received = value(got, "vcmon_stream_packets_received_total")
