@@ -161,7 +161,7 @@ def main() -> int:
     parser.add_argument("--sites", type=int, nargs="+", default=[240, 2000])
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
-    require_root()
+    require_root("bench_twamp.py", "a lab of network namespaces, raw ICMP sockets")
     for count in args.sites:
         for line in bench(count, args.seconds):
             print(line, flush=True)
