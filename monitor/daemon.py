@@ -68,6 +68,7 @@ class Daemon:
         self.services = ServiceRunner(self.health.services.record)
         # TWAMP-light streams (twamp probes): a scheduler and a sender of their own
         self.streams = StreamRunner(self.health.streams.record, self.health.services.record)
+        self.health.streams.ignored = self.streams.ignored
         self.registry.register(DaemonCollector(self))
         self.page = SitePage(self)
         self.http = HttpServer(self, self, self.page, self.metrics)

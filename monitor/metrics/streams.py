@@ -42,6 +42,10 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("vcmon_stream_packets_lost", "counter",
      "Stream packets lost, by direction; unattributed: before a stream's first reply or "
      "after its last, where no reflector number tells the direction."),
+    ("vcmon_stream_replies_ignored", "counter",
+     "Datagrams the stream sender read that answered none of its packets, by reason: "
+     "malformed, foreign (no stream of ours talks to that address and port), unmatched, "
+     "late (past the packet's timeout), duplicate."),
 )
 
 
@@ -82,4 +86,7 @@ def render_streams(table: StreamTable, texts: dict[str, Texts], now: float) -> s
                     out[name].append(f"{name}{{{tagged}}} {_num(value)}")
             out["vcmon_stream_reordered"].append(
                 f"vcmon_stream_reordered{{{tagged}}} {d.reordered}")
+    for reason, count in sorted(table.ignored.items()):
+        out["vcmon_stream_replies_ignored"].append(
+            f'vcmon_stream_replies_ignored_total{{reason="{reason}"}} {count}')
     return families_text(FAMILIES, out)

@@ -22,6 +22,7 @@ from monitor.inventory.selection import owned_sites
 from monitor.probing.scheduler import Scheduler, Target
 from monitor.probing.services import key_of
 from probes import KINDS, Outcome, ProbeResult, StreamResult, TwampSender, TwampSpec
+from probes.twamp_sender import IGNORE_REASONS
 
 log = structlog.get_logger("vcmon.streams")
 
@@ -39,6 +40,9 @@ class StreamRunner:
         self.scheduler = Scheduler(failed)
         # one sender (one socket per family) per source port: ephemeral (0) for most
         self.senders: dict[int, TwampSender] = {}
+        # what every sender read that answered none of its packets, by reason: one
+        # counter for all of them, which /metrics reads through the stream table
+        self.ignored: Counter[str] = Counter(dict.fromkeys(IGNORE_REASONS, 0))
         self._running: dict[str, asyncio.Task[None]] = {}
         # the same send callable for an unchanged probe across reloads, so that the
         # scheduler keeps its place
@@ -53,6 +57,7 @@ class StreamRunner:
                 source_port = getattr(spec, "source_port", None) or 0
                 if source_port not in self.senders:
                     sender = TwampSender(source_port=source_port)
+                    sender.ignored = self.ignored
                     await sender.start()
                     self.senders[source_port] = sender
                 key = key_of(site.id, spec.label)
@@ -92,14 +97,6 @@ class StreamRunner:
     @property
     def in_flight(self) -> int:
         return len(self._running)
-
-    @property
-    def ignored_replies(self) -> Counter[str]:
-        """Datagrams the sender read that answered no packet of a stream, by reason."""
-        total: Counter[str] = Counter()
-        for sender in self.senders.values():
-            total.update(sender.ignored)
-        return total
 
     async def close(self) -> None:
         for task in list(self._running.values()):

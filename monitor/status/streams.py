@@ -20,7 +20,7 @@ streams with a reply, down after ``down_after`` without), so a silent reflector 
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -227,6 +227,9 @@ class StreamTable:
 
     def __init__(self, config: Config, services: ServiceTable) -> None:
         self.services = services
+        # replies the stream sender read and matched to no packet, by reason (foreign,
+        # unmatched, late, duplicate, malformed): the daemon hands over its runner's
+        self.ignored: Counter[str] = Counter()
         self.probes: dict[str, StreamState] = {}
         self._by_site: dict[str, list[StreamState]] = {}
         self.reconfigure(config)

@@ -103,7 +103,7 @@ async def _phase(started: control.Started, streams: bool, seconds: float) -> dic
                 "lag_count": lag1[0] - lag0[0], "lag_sum": lag1[1] - lag0[1],
                 "lag_p99": lag1[2], "errors": errors, "scrapes": len(run.scrape_seconds),
                 "slowest_scrape": max(run.scrape_seconds, default=0.0),
-                "ignored": dict(daemon.streams.ignored_replies),
+                "ignored": dict(daemon.streams.ignored),
                 "stream_received": received, "stream_sent": sent_all,
                 "skipped": daemon.skipped_cycles}
 

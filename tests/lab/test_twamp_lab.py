@@ -190,3 +190,26 @@ async def test_stream_packets_carry_ef_both_ways_through_the_lab(tmp_path: Path)
     assert len(requests) >= 10 and len(replies) >= 10, lines[:6]
     # tcpdump -v prints the TOS byte of each IPv4 header: EF is DSCP 46, 0xb8
     assert all("tos 0xb8" in h for h in requests + replies), (requests + replies)[:4]
+
+
+async def test_lab_set_changes_one_direction_while_the_daemon_streams() -> None:
+    lab = make_lab()
+    document = {"defaults": {**DEFAULTS, "probes": [{**STREAM, "interval": 0.5, "packets": 20}]},
+                "sites": [{"id": "live", "name": "live", "tier": "district"}]}
+    try:
+        started = control.up(lab, document, {"live": Profile()}, seed=SEED)
+        async with running(inventory(started.inventory), lab) as run:
+            await asyncio.sleep(2.0)
+            await asyncio.to_thread(control.set_site, lab, "live", ["rev.loss=30%"])
+            changed = run.daemon.table.clock()
+            await asyncio.sleep(4.0)
+            (state,) = run.daemon.health.streams
+            before = [r.stats for at, r in state.window if at < changed - 0.5]
+            after = [r.stats for at, r in state.window if at > changed + 0.1]
+    finally:
+        control.down(lab)
+    assert before and all(s.lost == 0 for s in before)
+    assert len(after) >= 5
+    reverse = sum(s.reverse.lost or 0 for s in after)
+    assert reverse >= 0.15 * sum(s.sent for s in after)
+    assert all(s.forward.lost == 0 for s in after)

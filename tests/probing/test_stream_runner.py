@@ -145,7 +145,7 @@ async def test_the_daemon_ignores_foreign_forged_and_late_replies() -> None:
     try:
         page = await scrape_until(web, 'direction="reverse"')
         await asyncio.sleep(0.3)  # the last late replies come in
-        ignored = dict(daemon.streams.ignored_replies)
+        ignored = dict(daemon.streams.ignored)
     finally:
         await daemon.shutdown()
         transport.close()
@@ -160,6 +160,9 @@ async def test_the_daemon_ignores_foreign_forged_and_late_replies() -> None:
     assert ignored["foreign"] >= received - 2
     assert ignored["unmatched"] >= received - 2
     assert ignored["late"] >= 1
+    exported = {s.labels["reason"]: s.value for family in text_string_to_metric_families(page)
+                for s in family.samples if s.name == "vcmon_stream_replies_ignored_total"}
+    assert exported["foreign"] >= received - 2 and exported["unmatched"] >= received - 2
     # the reflector numbered the late ones: they read as lost on the way back
     reverse = value(got, "vcmon_stream_packets_lost_total", direction="reverse")
     forward = value(got, "vcmon_stream_packets_lost_total", direction="forward")
