@@ -32,6 +32,7 @@ from typing import Annotated, Any, ClassVar, Final
 from pydantic import Field, field_validator, model_validator
 
 from probes._service import DSCP_NAMES, Dscp, Port, ServiceSpec
+from probes.icmp_socket import RECEIVE_BUFFER, SO_RCVBUFFORCE
 from probes.twamp import (
     ANCILLARY_SIZE,
     DEFAULT_PORT,
@@ -219,6 +220,13 @@ class TwampSender:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            # Replies of thousands of streams arrive while the loop is busy (a scrape, a
+            # health tick): a large buffer holds them, stamped by the kernel, until read.
+            # SO_RCVBUFFORCE passes net.core.rmem_max but needs CAP_NET_ADMIN.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+            except PermissionError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             v6 = family == socket.AF_INET6
             if v6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

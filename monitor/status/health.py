@@ -9,7 +9,6 @@ cause is upstream, so only the upstream site pages.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -286,7 +285,13 @@ class HealthTracker:
                 found = measurements(stats) if stats is not None else {}
                 streams = self._stream_windows(site_id, now, 0.0)
                 if streams and found:
-                    found["streams"] = [dataclasses.asdict(s) for s in streams]
+                    # per direction, what the rule judges: compact, as every change is
+                    # logged and published (a thousand at once when an uplink fails)
+                    found["streams"] = [
+                        {d: {"jitter": w.direction(d).jitter,
+                             "loss_ratio": w.direction(d).loss_ratio,
+                             "mos": w.direction(d).mos} for d in DIRECTIONS}
+                        for w in streams]
                 changes.append(StateChange(h.site, h.status, status, reason, now, found))
                 h.status, h.since = status, now
                 h.changes += 1

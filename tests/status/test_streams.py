@@ -8,7 +8,7 @@ import random
 import pytest
 
 from monitor.inventory import ConfigError, parse_config
-from monitor.status.health import HealthTracker, Status
+from monitor.status.health import HealthTracker, StateChange, Status
 from monitor.status.sites import SiteTable
 from monitor.status.streams import summarize_streams
 from probes import Outcome, ProbeResult, StreamResult
@@ -102,6 +102,7 @@ class World:
         self.tracker = HealthTracker(self.config, T0)
         self.rng = random.Random(7)
         self.seconds = 0
+        self.changes: list[StateChange] = []
 
     def run(self, seconds: int, icmp: float | str | None, forward: tuple[float, float],
             reverse: tuple[float, float]) -> None:
@@ -119,7 +120,8 @@ class World:
                     uniform(50, reverse[0], reverse[1], self.rng)))
             self.now += 1
             self.seconds += 1
-            self.tracker.update(self.table, self.now, evaluate=self.seconds % 5 == 0)
+            self.changes += self.tracker.update(self.table, self.now,
+                                                evaluate=self.seconds % 5 == 0)
 
     @property
     def health(self) -> tuple[Status, str]:
@@ -137,6 +139,13 @@ def test_reverse_jitter_degrades_with_the_direction_in_the_reason() -> None:
     assert "forward" not in reason
     assert float(reason.split()[2]) == pytest.approx(45, rel=0.15)
     assert "> 30 ms" in reason
+    # the change carries both directions as the rule judged them (events, logs)
+    change = world.changes[-1]
+    assert change.after is Status.DEGRADED
+    (directions,) = change.measurements["streams"]
+    assert directions["reverse"]["jitter"] == pytest.approx(0.045, rel=0.15)
+    assert directions["forward"]["jitter"] < 0.001
+    assert set(directions["forward"]) == {"jitter", "loss_ratio", "mos"}
 
 
 def test_icmp_degraded_but_stream_clean_follows_the_stream() -> None:
