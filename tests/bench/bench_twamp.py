@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import ipaddress
 import math
+import os
 import resource
 import statistics
 import sys
@@ -57,6 +58,15 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _responder_cpu() -> float:
+    """CPU seconds the lab's responder has used (it competes with the daemon for cores)."""
+    total = 0.0
+    for pid in control.responder_pids(LAB):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def _lag(registry: CollectorRegistry) -> tuple[float, float, float]:
     """(count, sum, the bucket bound holding the 99th percentile) of the lag histogram."""
     count = registry.get_sample_value("vcmon_scheduler_lag_seconds_count") or 0.0
@@ -81,9 +91,11 @@ async def _phase(started: control.Started, streams: bool, seconds: float) -> dic
         sent0 = sum(state.sent for state in daemon.table)
         packets0 = sum(state.sent for state in daemon.health.streams)
         lag0 = _lag(daemon.registry)
-        cpu0, wall0 = _cpu(), time.monotonic()
+        cpu0, wall0, lab0 = _cpu(), time.monotonic(), _responder_cpu()
         await asyncio.sleep(seconds)
         cpu, wall = _cpu() - cpu0, time.monotonic() - wall0
+        lab_cpu = _responder_cpu() - lab0
+        load = os.getloadavg()[0]
         lag1 = _lag(daemon.registry)
         probes = sum(state.sent for state in daemon.table) - sent0
         packets = sum(state.sent for state in daemon.health.streams) - packets0
@@ -99,7 +111,8 @@ async def _phase(started: control.Started, streams: bool, seconds: float) -> dic
                 errors["reverse"].append(stats.reverse.jitter)
         received = sum(state.received for state in daemon.health.streams)
         sent_all = sum(state.sent for state in daemon.health.streams)
-        return {"cpu": cpu, "wall": wall, "probes": probes, "packets": packets,
+        return {"cpu": cpu, "wall": wall, "lab_cpu": lab_cpu, "load": load, "probes": probes,
+                "packets": packets,
                 "lag_count": lag1[0] - lag0[0], "lag_sum": lag1[1] - lag0[1],
                 "lag_p99": lag1[2], "errors": errors, "scrapes": len(run.scrape_seconds),
                 "slowest_scrape": max(run.scrape_seconds, default=0.0),
@@ -141,6 +154,9 @@ def bench(sites: int, seconds: float) -> list[str]:
                  f"CPU {both['cpu']:.2f} s -> {1000 * per_packet:.3f} CPU s per 1,000 stream "
                  f"packets ({100 * both['cpu'] / both['wall']:.1f} % of a core)")
     for label, phase in (("ICMP only", icmp), ("with streams", both)):
+        lines.append(f"lab responder, {label}: {100 * phase['lab_cpu'] / phase['wall']:.1f} % "
+                     f"of a core (real-time priority); 1-min load average {phase['load']:.2f} "
+                     f"on {os.cpu_count()} CPUs")
         mean = phase["lag_sum"] / phase["lag_count"] if phase["lag_count"] else math.nan
         lines.append(f"scheduler lag, {label}: mean {_ms(mean)} ms, p99 <= "
                      f"{_ms(phase['lag_p99'])} ms over {phase['lag_count']:.0f} wake-ups; "

@@ -203,3 +203,21 @@ def test_a_bad_spacing_names_the_field() -> None:
     problem = caught.value.problems[0]
     assert problem.field.endswith("probes[0].spacing")
     assert "use 0 to 1 seconds" in problem.message
+
+
+def test_the_window_is_summed_again_only_when_a_stream_comes_or_goes() -> None:
+    world = World()
+    streams = world.tracker.streams
+    streams.record("xa/twamp", T0, stream([10.0] * 50, [10.0] * 50))
+    (state,) = streams
+    first = state.current_stats(T0 + 1)
+    assert first is not None and state.current_stats(T0 + 2) is first  # kept
+    back: list[float | None] = [10.0] * 50
+    back[3] = None
+    streams.record("xa/twamp", T0 + 5, stream([10.0] * 50, back))
+    second = state.current_stats(T0 + 6)
+    assert second is not None and second is not first and second.reverse.lost == 1
+    # the first stream leaves the 30 s window: only the second one is summed
+    third = state.current_stats(T0 + 31)
+    assert third is not None and third.streams == 1 and third.reverse.lost == 1
+    assert state.current_stats(T0 + 36) is None
