@@ -180,6 +180,9 @@ class StreamState:
         self.window.append((started_at, result))
         while self.window[0][0] < started_at - self.length:
             self.window.popleft()
+        # Summed here, on the loop, once per stream: /metrics renders in a forked child,
+        # where a summary made would be lost with it, and made again at every scrape.
+        self._summary(started_at - self.length)
 
     def stats(self, now: float, since: float = 0.0) -> StreamWindowStats | None:
         """The window's figures, or None before the first stream of the window."""
@@ -196,7 +199,7 @@ class StreamState:
     def _summary(self, horizon: float) -> StreamWindowStats | None:
         # The figures change only when a stream comes or goes, not at each scrape: the
         # last summary is kept with the streams it sums (2,000 sites scraped every
-        # second summed them again each time, 0.4 s holding the GIL from the loop).
+        # second summed them again each time).
         found = [(at, result) for at, result in list(self.window) if at >= horizon]
         if not found:
             return None
