@@ -7,6 +7,10 @@
 # The process runs as an unprivileged user on ICMP datagram sockets, which that sysctl
 # allows inside the container's own network namespace. Where sysctls cannot be set,
 # use raw sockets instead: --cap-add=NET_RAW --user 0 (root inside the container only).
+# The same image as a TWAMP-light reflector for vcmon's twamp probes (docs/twamp.md), the
+# command in place of run; port 862 is below 1024, which that sysctl lets the user bind:
+#   docker run --rm -p 862:862/udp --sysctl net.ipv4.ip_unprivileged_port_start=0 \
+#       vcmon reflect --allow 192.0.2.10/32 --listen 0.0.0.0
 
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
@@ -23,7 +27,7 @@ RUN pip install --no-cache-dir /wheels/*.whl \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin vcmon \
     && mkdir -p /etc/vcmon
 USER 10001:10001
-EXPOSE 9470
+EXPOSE 9470 862/udp
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9470/-/healthy', timeout=4)"]
 ENTRYPOINT ["vcmon"]

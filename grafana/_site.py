@@ -1,4 +1,5 @@
-"""One site: latency smoke, RTT heatmap, jitter, loss, MOS, status history, metadata."""
+"""One site: latency smoke, RTT heatmap, jitter, loss, MOS, status history, metadata, and
+its TWAMP streams per direction."""
 
 from __future__ import annotations
 
@@ -148,6 +149,7 @@ def build() -> Json:
             status_timeline("Status", Size(24, 5), IS_SITE),
             *_path(),
             *_services(),
+            *_streams(),
         ])
 
 
@@ -176,6 +178,41 @@ def _path() -> list[Json]:
                                   ("custom.cellOptions", {"type": "color-text"})),
                          override("Avg RTT", ("unit", UNITS["rtt"])),
                          override("Hop", ("custom.width", 60))]),
+    ]
+
+
+def _streams() -> list[Json]:
+    # the site's TWAMP-light streams (docs/twamp.md): each figure per direction, so a
+    # clean way out and a bad way back show as two lines apart
+    by_direction = "{{direction}} ({{probe}})"
+    return [
+        timeseries("Stream jitter per direction", "Mean |IPDV| of consecutive packets of "
+                   "the EF-marked media stream over the window, forward (to the site) and "
+                   "reverse (back); dashed: vcmon's jitter threshold, judged per direction.",
+                   [Query(f"vcmon_stream_jitter_seconds{SITE}", legend=by_direction)],
+                   Size(12, 8), unit=UNITS["jitter"], thresholds=THRESHOLD_STEPS["jitter"]),
+        timeseries("Stream loss per direction", "Share of the stream's packets lost on the "
+                   "way to the site and on the way back (the reflector's numbers tell them "
+                   "apart); dashed: threshold.",
+                   [Query(f"vcmon_stream_loss_ratio{SITE}", legend=by_direction)],
+                   Size(12, 8), unit=UNITS["loss"], thresholds=THRESHOLD_STEPS["loss"],
+                   extra={"min": 0, "max": 1}),
+        timeseries("Stream MOS per direction", "E-model MOS of a media flow each way: the "
+                   "stream's RTT with that direction's jitter and loss.",
+                   [Query(f"vcmon_stream_mos{SITE}", legend=by_direction)], Size(12, 8),
+                   unit=UNITS["mos"], thresholds=THRESHOLD_STEPS["mos"], extra=MOS_RANGE),
+        timeseries("Stream RTT and longest loss burst", "The stream's round trip without the "
+                   "reflector's own time, beside the ping's; bars: the longest run of "
+                   "packets lost in the window (right axis).",
+                   [Query(f"vcmon_stream_rtt_seconds{SITE}", legend="stream RTT ({{probe}})"),
+                    Query(f"vcmon_site_rtt_seconds{labels(IS_SITE, equals('stat', 'avg'))}",
+                          legend="ping RTT"),
+                    Query(f"vcmon_stream_longest_loss_burst{SITE}",
+                          legend="longest burst")],
+                   Size(12, 8), unit=UNITS["rtt"],
+                   overrides=[override("longest burst", ("unit", "none"),
+                                       ("custom.axisPlacement", "right"),
+                                       ("custom.drawStyle", "bars"))]),
     ]
 
 

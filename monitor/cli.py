@@ -1,4 +1,4 @@
-"""The ``vcmon`` command: run, check-config, inventory, probe, trace."""
+"""The ``vcmon`` command: run, check-config, inventory, probe, trace, reflect."""
 
 from __future__ import annotations
 
@@ -220,6 +220,111 @@ def _cycles(text: str) -> int:
     return value
 
 
+async def _reflect(args: argparse.Namespace) -> int:
+    import signal
+
+    import structlog
+
+    from monitor.system.sdnotify import Notifier
+    from probes.twamp import clock_error_estimate
+    from probes.twamp_reflector import TwampReflector
+
+    log = structlog.get_logger("vcmon.reflect")
+    # S=1 only when asked and the kernel says its clock is synchronised (adjtimex):
+    # a sender then trusts one-way delays, which an unsynchronised clock would fake.
+    estimate = clock_error_estimate(synchronized=None if args.clock_synchronized else False)
+    try:
+        reflector = TwampReflector(args.allow, listen=args.listen or ("0.0.0.0", "::"),
+                                   port=args.port, tos=args.tos, rate=args.rate,
+                                   burst=args.burst, error_estimate=estimate)
+        await reflector.start()
+    except (ValueError, OSError) as exc:
+        print(f"vcmon reflect: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier()
+    addresses = ", ".join(f"[{a}]:{p}" if ":" in a else f"{a}:{p}"
+                          for a, p in reflector.addresses)
+    log.info("reflecting", listen=addresses, allow=",".join(args.allow), rate=args.rate,
+             burst=args.burst, synchronized=estimate.synchronized)
+    notifier.ready(f"reflecting on {addresses}")
+    try:
+        while not stop.is_set():
+            # the counters now and then: what it answered, and what it would not and why
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.stats_every)
+            log.info("reflector_counters", reflected=reflector.reflected,
+                     **{f"dropped_{reason}": count for reason, count in reflector.dropped.items()})
+    finally:
+        notifier.stopping()
+        await reflector.close()
+        notifier.close()
+    return 0
+
+
+def _cmd_reflect(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level, args.log_format)
+    return asyncio.run(_reflect(args))
+
+
+def _dscp_tos(text: str) -> int | None:
+    from probes import parse_dscp, tos_byte
+
+    if text == "copy":
+        return None
+    try:
+        return tos_byte(parse_dscp(int(text) if text.isdigit() else text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or copy") from None
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text} is not a rate in (0, 100000] packets/s")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port in 1..65535")
+    return value
+
+
+def _add_reflect_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reflect = sub.add_parser(
+        "reflect", help="answer TWAMP-light test packets (RFC 5357) from the senders allowed",
+        description="A stateless TWAMP-light session-reflector for vcmon's twamp probes "
+                    "(docs/twamp.md). Answers only the --allow networks, at most --rate "
+                    "packets/s per source, never with more bytes than it received.")
+    reflect.add_argument("--allow", metavar="CIDR", action="append", required=True,
+                         help="a sender network to answer (repeat for more), e.g. 10.0.0.5/32")
+    reflect.add_argument("--listen", metavar="ADDRESS", action="append",
+                         help="an address to listen on (repeat; default 0.0.0.0 and ::)")
+    reflect.add_argument("--port", type=_port, default=862,
+                         help="UDP port (default 862, twamp-test)")
+    reflect.add_argument("--rate", type=_rate, default=100.0,
+                         help="packets/s answered per source address (default 100)")
+    reflect.add_argument("--burst", type=_count, default=100,
+                         help="packets a source may send at once above the rate (default 100)")
+    reflect.add_argument("--dscp", dest="tos", type=_dscp_tos, default=None, metavar="DSCP",
+                         help="DSCP of the replies: copy (the request's, default), a name "
+                              "(EF, AF41, CS0) or 0..63")
+    reflect.add_argument("--clock-synchronized", action="store_true",
+                         help="claim a synchronised clock while the kernel says it is (NTP/"
+                              "PTP): senders then report one-way delays")
+    reflect.add_argument("--stats-every", type=_seconds, default=300.0,
+                         help="seconds between counter log lines (default 300)")
+    reflect.add_argument("--log-level", default="info",
+                         choices=["debug", "info", "warning", "error"])
+    reflect.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
+    reflect.set_defaults(func=_cmd_reflect)
+
+
 def _count(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 1_000_000:
@@ -310,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     hashing.set_defaults(func=_cmd_hash_password)
     add_lab_parser(sub)
     add_report_parser(sub)
+    _add_reflect_parser(sub)
     return parser
 
 

@@ -26,6 +26,7 @@ from monitor.probing.diagnosis import DiagnosisRunner, Outcome, TraceRequest
 from monitor.probing.plan import ProbePlan
 from monitor.probing.scheduler import Scheduler
 from monitor.probing.services import ServiceRunner
+from monitor.probing.streams import StreamRunner
 from monitor.report import writer as report_writer
 from monitor.status.health import HealthTracker, StateChange, Status
 from monitor.status.paths import verdict
@@ -73,6 +74,9 @@ class Daemon:
         # path traces when a site goes bad, on request, and for baselines
         self.diagnosis = DiagnosisRunner(self._path_traced, config.diagnosis)
         self.registry.register(DiagnosisCollector(self.diagnosis))
+        # TWAMP-light streams (twamp probes): a scheduler and a sender of their own
+        self.streams = StreamRunner(self.health.streams.record, self.health.services.record)
+        self.health.streams.ignored = self.streams.ignored
         self.registry.register(DaemonCollector(self))
         self.page = SitePage(self)
         self.http = HttpServer(self, self, self.page, self.metrics)
@@ -125,6 +129,8 @@ class Daemon:
         self.diagnosis.mode = "dgram" if "dgram" in self.plan.modes else "auto"
         self.diagnosis.configure(self.config.diagnosis, self._trace_targets())
         self._tasks.append(asyncio.create_task(self.diagnosis.run(), name="diagnosis"))
+        self.streams.scheduler.set_targets(await self.streams.targets(self.config))
+        self._tasks.append(asyncio.create_task(self.streams.scheduler.run(), name="streams"))
         health = watch_health(self, self._state_changed)
         self._tasks.append(asyncio.create_task(health, name="health"))
         publish = self.publisher.report_written if self.publisher is not None else None
@@ -174,6 +180,7 @@ class Daemon:
             self.page.reconfigure()
             self.scheduler.set_targets(await self.plan.targets(config))
             self.services.scheduler.set_targets(await self.services.targets(config))
+            self.streams.scheduler.set_targets(await self.streams.targets(config))
             self.config = config
             self.diagnosis.configure(config.diagnosis, self._trace_targets())
         settle()
@@ -267,6 +274,7 @@ class Daemon:
             await asyncio.sleep(0.02)
         await self.http.stop()
         await self.services.close()
+        await self.streams.close()
         await self.plan.close()
         if publisher_stopped is not None:
             await publisher_stopped

@@ -2,7 +2,8 @@
 
 This package is the bottom layer: it imports nothing from ``monitor``. What the daemon
 and the lab use from it is exported here (or lives in a public module: ``icmp``,
-``icmp_packet``, ``icmp_socket``, ``tcp``, ``tls``, ``sip``, ``http``); modules with a
+``icmp_packet``, ``icmp_socket``, ``tcp``, ``tls``, ``sip``, ``http``, ``twamp``,
+``twamp_stream``, ``twamp_sender``, ``twamp_reflector``, ``emodel``); modules with a
 leading underscore are private to the package.
 """
 
@@ -13,6 +14,7 @@ from probes._ip import DOTTED_QUAD, ip_version
 from probes._result import Outcome, ProbeResult
 from probes._service import Dscp, EchoSpec, ProbeFn, ProbeKind, ServiceSpec, parse_dscp, tos_byte
 from probes.icmp import IcmpEngine
+from probes.twamp_sender import StreamResult, TwampSender, TwampSpec
 
 # The probe kinds by the name inventories use; config validation and dispatch both read
 # it. An engine kind (icmp) can be a site's continuous probe (``kind:``); every kind can
@@ -23,6 +25,7 @@ KINDS: dict[str, ProbeKind[Any]] = {
     "tls": ProbeKind(tls.TlsSpec, tls.probe),
     "sip": ProbeKind(sip.SipSpec, sip.probe),
     "http": ProbeKind(http.HttpSpec, http.probe),
+    "twamp": ProbeKind(TwampSpec, stream=TwampSender),
 }
 
 __all__ = [
@@ -35,6 +38,9 @@ __all__ = [
     "ProbeKind",
     "ProbeResult",
     "ServiceSpec",
+    "StreamResult",
+    "TwampSender",
+    "TwampSpec",
     "ip_version",
     "parse_dscp",
     "tos_byte",

@@ -120,11 +120,14 @@ class ProbeKind(Generic[S]):
 
     ``probe`` runs one probe of a service; ``engine`` is set for packet engines that can
     also be a site's continuous probe (``kind:`` in ``defaults``); a kind has one or both.
+    ``stream`` is set instead for kinds that send a stream of test packets per probe
+    (``twamp``): its results are streams, not single ``ProbeResult``s.
     """
 
     settings: type[S]
     probe: ProbeFn[S] | None = None
     engine: type[Any] | None = None
+    stream: type[Any] | None = None
 
 
 class Attempt:

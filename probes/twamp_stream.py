@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from math import ceil
 
+from probes.emodel import mos_from_r, r_factor
 from probes.twamp import Reflection
 
 __all__ = [
@@ -128,25 +129,6 @@ class StreamStats:
     reverse: DirectionStats
     r_factor: float
     mos: float
-
-
-def r_factor(avg_rtt: float, jitter_s: float, loss_ratio: float) -> float:
-    """Simplified ITU-T G.107 E-model R-factor, vcmon's formula (inputs in seconds).
-
-    EL = RTT + 2·jitter + 10 ms; R = 93.2 − EL/40 below 160 ms, else 93.2 − (EL − 120)/10;
-    then 2.5 per percent lost, floored at 0.
-    """
-    effective_latency_ms = avg_rtt * 1000 + 2 * jitter_s * 1000 + 10
-    if effective_latency_ms < 160:
-        r = 93.2 - effective_latency_ms / 40
-    else:
-        r = 93.2 - (effective_latency_ms - 120) / 10
-    return max(r - 2.5 * loss_ratio * 100, 0.0)
-
-
-def mos_from_r(r: float) -> float:
-    """MOS from R (ITU-T G.107 Annex B), clamped to 1..4.5 where the cubic strays."""
-    return min(4.5, max(1.0, 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)))
 
 
 def _p95(values: Sequence[float]) -> float:

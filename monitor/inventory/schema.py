@@ -122,9 +122,23 @@ def _known_service_kind(entry: Any) -> Any:
 
 
 # One model per kind: the schedule fields above with the kind's settings from KINDS.
+def _own_fields(settings: type[ServiceSpec]) -> dict[str, Any]:
+    """What a kind's settings say over ``ServiceProbe``'s: its own defaults of the common
+    fields (twamp's DSCP is EF, not the site's), and its durations ("spacing: 20ms"),
+    parsed and range-checked as every duration is."""
+    fields = settings.model_fields
+    own = {name: (fields[name].annotation, fields[name]) for name in ServiceProbe.model_fields
+           if name in settings.__annotations__}
+    own.update({name: (Annotated[float, DURATION, between(low, high, "seconds")],
+                       fields[name].default)
+                for name, (low, high) in getattr(settings, "durations", {}).items()})
+    return own
+
+
 SERVICE_MODELS: dict[str, type[ServiceProbe]] = {
     name: create_model(f"{name.title()}Probe", __base__=(ServiceProbe, kind.settings),
-                       kind=(Literal[name], ...))  # type: ignore[arg-type]
+                       kind=(Literal[name], ...),  # type: ignore[arg-type]
+                       **_own_fields(kind.settings))
     for name, kind in KINDS.items()
 }
 # importable by name (monitor.inventory.schema.TcpProbe …), as pickle needs: the daemon gets its

@@ -3,6 +3,15 @@
 ``delay`` is what the site adds to a round trip: the responder answers each echo
 request ``delay`` ± uniform(``jitter``) seconds after it arrived, so a probe measures
 an RTT of about ``delay`` and a jitter (mean |ΔRTT|) of 2·jitter/3.
+
+TWAMP-light test packets (the EF-marked UDP streams of vcmon's ``twamp`` probes) are
+reflected at every lab site, and their two directions can differ: ``fwd_*`` is what a
+packet meets on the way to the site (``fwd.loss=2%`` in ``lab set``), ``rev_*`` on the
+way back, each a delay ± uniform jitter and an independent loss, so a direction's
+jitter (mean |IPDV|) reads 2·jitter/3 as ICMP's does. The round-trip settings above
+sit on the way back of every packet, echo reply or reflection alike, unless
+``icmp_only``: then they are what a router that deprioritises ICMP does to pings only,
+while the streams pass clean (the ``icmp-deprioritised`` setting).
 """
 
 from __future__ import annotations
@@ -36,13 +45,25 @@ class Profile(BaseModel):
     # seconds; the site is down in the second half of every period (of wall-clock time,
     # so that anyone can tell the phase)
     flap: float = Field(0.0, ge=0.0, le=86400.0)
+    # TWAMP test packets: on the way to the site, and on the way back
+    fwd_delay: float = Field(0.0, ge=0.0, le=10.0)
+    fwd_jitter: float = Field(0.0, ge=0.0, le=10.0)
+    fwd_loss: float = Field(0.0, ge=0.0, le=1.0)
+    rev_delay: float = Field(0.0, ge=0.0, le=10.0)
+    rev_jitter: float = Field(0.0, ge=0.0, le=10.0)
+    rev_loss: float = Field(0.0, ge=0.0, le=1.0)
+    # delay, jitter, loss and burst above touch ICMP echo only (deprioritised by routers)
+    icmp_only: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
-        if self.jitter > self.delay:
-            raise ValueError(
-                f"jitter {_ms(self.jitter)} exceeds delay {_ms(self.delay)}: a reply cannot "
-                "come before its request; raise delay or lower jitter")
+        for way in ("", "fwd.", "rev."):
+            prefix = way.replace(".", "_")
+            jitter, delay = getattr(self, f"{prefix}jitter"), getattr(self, f"{prefix}delay")
+            if jitter > delay:
+                raise ValueError(
+                    f"{way}jitter {_ms(jitter)} exceeds {way}delay {_ms(delay)}: a reply "
+                    f"cannot come before its request; raise {way}delay or lower {way}jitter")
         if self.burst is not None and self.loss >= 1.0:
             raise ValueError("burst needs a loss below 100%; lower loss or set burst=off")
         if 0 < self.flap < 0.02:
@@ -57,6 +78,14 @@ class Profile(BaseModel):
             words.append(f"burst={self.burst:g}")
         if self.flap:
             words.append(f"flap={self.flap:g}s")
+        for way in ("fwd", "rev"):
+            delay, jitter, loss = (getattr(self, f"{way}_{name}")
+                                   for name in ("delay", "jitter", "loss"))
+            if delay or jitter or loss:
+                words.append(f"{way}.delay={_ms(delay)} {way}.jitter={_ms(jitter)} "
+                             f"{way}.loss={loss * 100:g}%")
+        if self.icmp_only:
+            words.append("icmp-deprioritised")
         if self.down:
             words.append("down")
         return " ".join(words)
@@ -68,7 +97,15 @@ def _ms(seconds: float) -> str:
 
 SETTINGS_HELP = ("delay=40ms jitter=10ms loss=2% burst=4 flap=10s, or down / up "
                  "(burst: mean loss burst in packets, off for independent losses; "
-                 "flap: down in the second half of each period, off to stop)")
+                 "flap: down in the second half of each period, off to stop); "
+                 "fwd.delay= fwd.jitter= fwd.loss= rev.delay= rev.jitter= rev.loss= for "
+                 "TWAMP streams to and from the site; icmp-deprioritised (delay, jitter "
+                 "and loss for pings only) or icmp-deprioritised=off")
+
+# What a router that deprioritises ICMP does to pings while EF-marked media pass clean:
+# delayed, jittered (2·60/3 = 40 ms, over the 30 ms threshold) and dropped (5 %).
+ICMP_DEPRIORITISED: dict[str, Any] = {"delay": 0.080, "jitter": 0.060, "loss": 0.05,
+                                      "icmp_only": True}
 
 
 def _percent(text: str) -> float:
@@ -84,12 +121,17 @@ def _setting(word: str) -> dict[str, Any]:
     if word == "up":
         # back to normal: an "up" site neither stays down nor keeps flapping
         return {"down": False, "flap": 0.0}
+    if word == "icmp-deprioritised":
+        return dict(ICMP_DEPRIORITISED)
     key, equals, value = word.partition("=")
     try:
-        if key in ("delay", "jitter") and equals:
-            return {key: parse_duration(value)}
-        if key == "loss" and equals:
-            return {"loss": _percent(value)}
+        if key == "icmp-deprioritised" and value == "off":
+            return {"icmp_only": False}
+        if key in ("delay", "jitter", "fwd.delay", "fwd.jitter", "rev.delay",
+                   "rev.jitter") and equals:
+            return {key.replace(".", "_"): parse_duration(value)}
+        if key in ("loss", "fwd.loss", "rev.loss") and equals:
+            return {key.replace(".", "_"): _percent(value)}
         if key == "burst" and equals:
             return {"burst": None if value == "off" else float(value)}
         if key == "flap" and equals:

@@ -16,6 +16,14 @@ As the lab runs it (``vcmon lab up`` starts it inside the lab namespace)::
 
 It prints ``ready`` once it answers, re-reads the state file on SIGHUP and stops on
 SIGTERM. In-process (tests): ``Responder(state).start()`` … ``close()``.
+
+It also reflects TWAMP-light test packets (RFC 5357 §4.2.1, UDP port 862) sent to any
+lab site, with the site's two directions apart (``monitor.lab.profiles``): a request
+lost on the way out is dropped before the site's counter numbers it; one that arrives
+is stamped T2 at its arrival plus the forward delay, numbered, and its reply, stamped
+T3 = T2, is lost or leaves after the reverse delay. So a sender reads the configured
+forward and reverse figures from the four timestamps and the counter, as it would on
+a real path; the reply carries the request's DSCP back.
 """
 
 from __future__ import annotations
@@ -49,6 +57,15 @@ from probes.icmp_socket import (
     SOL_RAW,
     receive_time_ns,
 )
+from probes.twamp import (
+    DEFAULT_PORT,
+    ErrorEstimate,
+    MalformedPacket,
+    arrival,
+    enable_arrival_data,
+    reflect,
+    tos_ancillary,
+)
 
 log = structlog.get_logger("vcmon.lab.responder")
 
@@ -61,6 +78,11 @@ _EARLY_NS = 20_000
 _DRAIN_BATCH = 1024
 # A parent chain longer than this is a loop in a hand-written state file.
 _MAX_DEPTH = 64
+# The lab's clock is the host's: it claims no synchronisation, so senders report no
+# one-way delay (a real unsynchronised reflector's honest answer).
+_LAB_ERROR_ESTIMATE = ErrorEstimate.for_error(0.001, synchronized=False).encode()
+# Senders' counters: the lab's are few, but a runaway test must not grow them forever.
+_MAX_COUNTERS = 65536
 
 _CLOCK_MONOTONIC = 1
 _TFD_NONBLOCK_CLOEXEC = os.O_NONBLOCK | os.O_CLOEXEC
@@ -112,12 +134,13 @@ class _Timer:
 class _Site:
     """A lab site as the responder runs it: profile, random stream and loss state."""
 
-    __slots__ = ("address", "id", "loss", "parent", "profile", "rng", "source")
+    __slots__ = ("address", "id", "loss", "parent", "profile", "rng", "source", "udp_source")
 
     def __init__(self, site: LabSite, seed: int) -> None:
         self.id = site.id
         self.address = site.address
         self.source = _PKTINFO.pack(0, socket.inet_aton(site.address), b"\0\0\0\0")
+        self.udp_source = (socket.IPPROTO_IP, IP_PKTINFO, self.source)
         # One stream per site, from the lab's seed and the site's id: a site's draws do
         # not depend on how requests to other sites interleave with its own, nor on the
         # address it got, so a fresh lab with the same seed drops the same packets.
@@ -135,6 +158,15 @@ class _Site:
                 self.loss = loss_model(site.profile.loss, site.profile.burst, self.rng)
 
 
+def _destination(ancillary: list[tuple[int, int, bytes]]) -> bytes:
+    """The packed destination address of a datagram, from its IP_PKTINFO message."""
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
+            destination: bytes = _PKTINFO.unpack_from(data)[2]
+            return destination
+    return b""
+
+
 def _silent(profile: Profile, now: float) -> bool:
     return profile.down or (profile.flap > 0 and now % profile.flap >= profile.flap / 2)
 
@@ -147,8 +179,16 @@ class Responder:
         self._by_id: dict[str, _Site] = {}
         self._by_packed: dict[bytes, _Site] = {}
         self.apply(state)
-        # (due monotonic ns, tie-breaker, site, reply, requester)
-        self._queue: list[tuple[int, int, _Site, bytes, str]] = []
+        # (due monotonic ns, tie-breaker, site, reply, requester, its UDP port and the
+        # reply's TOS, or None for an echo reply)
+        self._queue: list[tuple[int, int, _Site, bytes, str, tuple[int, int] | None]] = []
+        self._udp: socket.socket | None = None
+        # (site, sender address, sender port) -> the site's next reflector number
+        self._counters: dict[tuple[str, str, int], int] = {}
+        self.reflected = 0
+        self.dropped_forward = 0
+        self.dropped_reverse = 0
+        self.malformed = 0
         self._tie = itertools.count()
         self._armed_ns = 0
         self._sock: socket.socket | None = None
@@ -188,8 +228,9 @@ class Responder:
             node = self._by_id.get(node.parent) if node.parent is not None else None
         return True
 
-    def start(self) -> None:
-        """Open the raw socket (in the calling thread's namespace) and start answering."""
+    def start(self, port: int = DEFAULT_PORT) -> None:
+        """Open the raw socket and the reflector's UDP socket on ``port`` (in the calling
+        thread's namespace) and start answering."""
         self._loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         try:
@@ -203,6 +244,79 @@ class Responder:
         self._sock = sock
         self._loop.add_reader(sock.fileno(), self._read)
         self._loop.add_reader(self._timer.fd, self._send_due)
+        self._udp = self._reflector_socket(port)
+        self._loop.add_reader(self._udp.fileno(), self._reflect)
+
+    @staticmethod
+    def _reflector_socket(port: int) -> socket.socket:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.setblocking(False)
+            enable_arrival_data(udp, v6=False)
+            # which lab site a request was sent to: its header's destination
+            udp.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            udp.bind(("0.0.0.0", port))
+        except BaseException:
+            udp.close()
+            raise
+        return udp
+
+    def _reflect(self) -> None:
+        assert self._udp is not None
+        offset = time.monotonic_ns() - time.time_ns()
+        now = time.time()
+        for _ in range(_DRAIN_BATCH):
+            try:
+                data, ancillary, _, (requester, port) = self._udp.recvmsg(2048, ANCILLARY_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:
+                continue
+            site = self._by_packed.get(_destination(ancillary))
+            if site is None:
+                self.not_lab += 1
+                continue
+            if not self.answering(site, now):
+                self.dropped_down += 1
+                continue
+            profile, rng = site.profile, site.rng
+            if profile.fwd_loss and rng.random() < profile.fwd_loss:
+                self.dropped_forward += 1
+                continue
+            came = arrival(ancillary, time.time_ns())
+            forward = profile.fwd_delay + (rng.uniform(-profile.fwd_jitter, profile.fwd_jitter)
+                                           if profile.fwd_jitter else 0.0)
+            t2 = came.received_ns + int(forward * 1e9)
+            seq = self._next_seq(site, requester, port)
+            reverse = profile.rev_delay + (rng.uniform(-profile.rev_jitter, profile.rev_jitter)
+                                           if profile.rev_jitter else 0.0)
+            lost = bool(profile.rev_loss) and rng.random() < profile.rev_loss
+            if not profile.icmp_only:
+                # the site's round-trip settings sit on the way back of every packet
+                reverse += profile.delay + (rng.uniform(-profile.jitter, profile.jitter)
+                                            if profile.jitter else 0.0)
+                lost = site.loss.lost() or lost
+            if lost:
+                self.dropped_reverse += 1
+                continue
+            try:
+                reply = reflect(data, seq=seq, receive_ns=t2, send_ns=t2,
+                                error_estimate=_LAB_ERROR_ESTIMATE, ttl=came.ttl or 0)
+            except MalformedPacket:
+                self.malformed += 1
+                continue
+            due = t2 + int(reverse * 1e9) + offset
+            heapq.heappush(self._queue, (due, next(self._tie), site, reply, requester,
+                                         (port, (came.tos or 0) & 0xFC)))
+        self._arm()
+
+    def _next_seq(self, site: _Site, requester: str, port: int) -> int:
+        key = (site.id, requester, port)
+        seq = self._counters.get(key, 0)
+        if key not in self._counters and len(self._counters) >= _MAX_COUNTERS:
+            self._counters.clear()
+        self._counters[key] = (seq + 1) & 0xFFFFFFFF
+        return seq
 
     def _read(self) -> None:
         assert self._sock is not None
@@ -237,7 +351,8 @@ class Responder:
             if profile.jitter:
                 delay += site.rng.uniform(-profile.jitter, profile.jitter)
             due = receive_time_ns(ancillary, time.time_ns()) + offset + int(delay * 1e9)
-            heapq.heappush(self._queue, (due, next(self._tie), site, bytes(icmp), requester))
+            heapq.heappush(self._queue, (due, next(self._tie), site, bytes(icmp), requester,
+                                         None))
         self._arm()
 
     def _arm(self) -> None:
@@ -256,10 +371,13 @@ class Responder:
         now = time.time()
         queue = self._queue
         while queue and queue[0][0] <= horizon:
-            _, _, site, reply, requester = heapq.heappop(queue)
+            _, _, site, reply, requester, udp = heapq.heappop(queue)
             # A link that went down takes the packets still on it along.
             if not self.answering(site, now):
                 self.dropped_down += 1
+                continue
+            if udp is not None:
+                self._send_reflection(site, reply, requester, *udp)
                 continue
             try:
                 # IP_PKTINFO's spec_dst sets the source: the reply comes from the site.
@@ -271,10 +389,24 @@ class Responder:
             self.answered += 1
         self._arm()
 
+    def _send_reflection(self, site: _Site, reply: bytes, requester: str, port: int,
+                         tos: int) -> None:
+        assert self._udp is not None
+        try:
+            # from the site's address, with the request's DSCP
+            self._udp.sendmsg([reply], [site.udp_source, *tos_ancillary(tos, False)], 0,
+                              (requester, port))
+        except OSError:
+            self.send_failed += 1
+            return
+        self.reflected += 1
+
     def counters(self) -> dict[str, int]:
         return {"answered": self.answered, "dropped_loss": self.dropped_loss,
                 "dropped_down": self.dropped_down, "not_lab": self.not_lab,
-                "send_failed": self.send_failed, "queued": len(self._queue)}
+                "send_failed": self.send_failed, "queued": len(self._queue),
+                "reflected": self.reflected, "dropped_forward": self.dropped_forward,
+                "dropped_reverse": self.dropped_reverse, "malformed": self.malformed}
 
     def close(self) -> None:
         if self._loop is not None and self._sock is not None and self._timer is not None:
@@ -282,6 +414,10 @@ class Responder:
             self._loop.remove_reader(self._timer.fd)
             self._sock.close()
             self._timer.close()
+        if self._loop is not None and self._udp is not None:
+            self._loop.remove_reader(self._udp.fileno())
+            self._udp.close()
+        self._udp = None
         self._sock = None
         self._timer = None
         self._queue.clear()

@@ -15,6 +15,7 @@ from monitor.metrics.labels import LabelCache
 from monitor.metrics.paths import render_paths
 from monitor.metrics.services import render_services
 from monitor.metrics.sites import render_site_chunks
+from monitor.metrics.streams import render_streams
 from monitor.status.source import Source
 
 
@@ -39,6 +40,7 @@ class SitePage:
             yield text.encode()
         yield render_services(source.health.services, labels.probes, now).encode()
         yield render_paths(source.health).encode()
+        yield render_streams(source.health.streams, labels.probes, now).encode()
 
 
 def render(source: Source, registry: CollectorRegistry) -> bytes:

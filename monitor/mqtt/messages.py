@@ -10,6 +10,7 @@ from typing import Any
 
 from monitor.inventory import Site
 from monitor.status.health import SiteHealth, StateChange, measurements
+from monitor.status.streams import StreamState, stream_document
 from monitor.status.window import WindowStats
 
 
@@ -54,10 +55,20 @@ def _site(site: Site) -> dict[str, Any]:
             "provision": site.provision}
 
 
+def _streams(streams: list[StreamState], now: float) -> list[dict[str, Any]]:
+    documents = [stream_document(stream, now) for stream in streams]
+    for document in documents:
+        at = document["last_stream_at"]
+        document["last_stream_at"] = timestamp(at) if at is not None else None
+    return documents
+
+
 def state_payload(health: SiteHealth, stats: WindowStats | None, now: float,
-                  path: dict[str, Any] | None = None) -> bytes:
+                  path: dict[str, Any] | None = None,
+                  streams: list[StreamState] | None = None) -> bytes:
     """The retained ``sites/<id>/state`` message: status now and the window behind it,
-    and the site's last traced path once it has one (``monitor.status.paths.path_record``)."""
+    the site's last traced path once it has one (``monitor.status.paths.path_record``),
+    and each TWAMP stream's window, per direction (``streams``, only for sites with one)."""
     document = {
         **_site(health.site),
         "status": health.status.value,
@@ -68,6 +79,8 @@ def state_payload(health: SiteHealth, stats: WindowStats | None, now: float,
     }
     if path is not None:
         document["path"] = path
+    if streams:
+        document["streams"] = _streams(streams, now)
     return _encode(document)
 
 
@@ -104,6 +117,11 @@ def path_payload(health: SiteHealth, path: dict[str, Any], diagnosis: str, run: 
     })
 
 
-def measurement_payload(site: Site, stats: WindowStats, now: float) -> bytes:
-    """One periodic ``sites/<id>/measurements`` message: every statistic of the window."""
-    return _encode({"site": site.id, "at": timestamp(now), **dataclasses.asdict(stats)})
+def measurement_payload(site: Site, stats: WindowStats, now: float,
+                        streams: list[StreamState] | None = None) -> bytes:
+    """One periodic ``sites/<id>/measurements`` message: every statistic of the window,
+    and each TWAMP stream's window, per direction (``streams``, only for sites with one)."""
+    document = {"site": site.id, "at": timestamp(now), **dataclasses.asdict(stats)}
+    if streams:
+        document["streams"] = _streams(streams, now)
+    return _encode(document)

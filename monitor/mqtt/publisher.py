@@ -349,7 +349,8 @@ class MqttPublisher:
         stats = state.window.stats(now) if state is not None else None
         self._retained.add(site_id)
         path = self._path(site_id)
-        return Outgoing("state", topic, state_payload(health, stats, now, path),
+        streams = self._source.health.streams.of_site(site_id)
+        return Outgoing("state", topic, state_payload(health, stats, now, path, streams),
                         self.settings.qos, retain=True)
 
     async def _publish_all(self, client: Client, batch: list[Outgoing]) -> None:
@@ -388,7 +389,8 @@ class MqttPublisher:
                 site = state.site
                 self._queue.put(Outgoing(
                     "measurement", self.topics.measurements(site.id),
-                    measurement_payload(site, state.window.stats(now), now), qos=0))
+                    measurement_payload(site, state.window.stats(now), now,
+                                        self._source.health.streams.of_site(site.id)), qos=0))
             self._wake.set()
 
 

@@ -45,6 +45,8 @@ class ServiceRunner:
         # another shard's sites are its to check, upstream ones included
         for site in owned_sites(config):
             for spec in config.services_for(site):
+                if KINDS[spec.kind].stream is not None:
+                    continue  # a stream kind: monitor.probing.streams runs it
                 key = key_of(site.id, spec.label)
                 send = await self._send_for(key, spec)
                 if isinstance(send, _Send):

@@ -57,6 +57,9 @@ WORDS: dict[str, dict[Lang, str]] = {
     "rtt": {"vi": "RTT", "en": "RTT"},
     "jitter": {"vi": "Jitter", "en": "Jitter"},
     "mos": {"vi": "MOS", "en": "MOS"},
+    # the two directions of a TWAMP stream (docs/twamp.md)
+    "forward": {"vi": "chiều đi", "en": "forward"},
+    "reverse": {"vi": "chiều về", "en": "reverse"},
     "availability": {"vi": "Khả dụng", "en": "Availability"},
     "not_ready_time": {"vi": "Thời gian chưa sẵn sàng", "en": "Time not ready"},
     "worst_loss": {"vi": "Mất gói cao nhất", "en": "Worst loss"},
@@ -124,7 +127,8 @@ _SENTENCES = [
     _translated(r"thresholds crossed: (.*)", lambda m: f"vượt ngưỡng: {m[1]}"),
 ]
 # Degraded reasons list measurements: "jitter 41.2 ms > 30 ms, loss 3.0% > 1.0%".
-_PARTS = [(re.compile(r"\bloss\b"), "mất gói"), (re.compile(r"\bjitter\b"), "jitter")]
+_PARTS = [(re.compile(r"\bloss\b"), "mất gói"), (re.compile(r"\bjitter\b"), "jitter"),
+          (re.compile(r"\bforward\b"), "chiều đi"), (re.compile(r"\breverse\b"), "chiều về")]
 
 
 def reason(record: dict[str, Any], lang: Lang, names: dict[str, str]) -> str:

@@ -88,7 +88,8 @@ def _tables(report: Report, lang: Lang) -> list[Table]:
          w["reason"], f'{w["last"]}: {w["loss"]} / {w["rtt"]} / {w["jitter"]} / {w["mos"]}'],
         [[s["district_name"], f'{s["name"]} ({s["id"]})', s["address"], _contact(s),
           i18n.status(s["status"], lang), _when(report, s["since_timestamp"], lang),
-          i18n.reason(s, lang, report.names), _last(s["window"])] for s in bad],
+          i18n.reason(s, lang, report.names),
+          _last(s["window"]) + _streams(s.get("streams") or [], lang)] for s in bad],
         note="" if bad else w["all_ready"], statuses=[s["status"] for s in bad]))
     tables.append(_history_table(report, lang))
     return tables
@@ -104,6 +105,22 @@ def _last(window: dict[str, Any]) -> str:
     mos = window.get("mos")
     return " / ".join([_pct(window.get("loss_ratio")), _ms(window.get("rtt_avg")),
                        _ms(window.get("jitter")), _DASH if mos is None else f"{mos:.2f}"])
+
+
+def _streams(streams: list[dict[str, Any]], lang: Lang) -> str:
+    """Each TWAMP stream's two directions after the ICMP figures: loss / jitter / MOS."""
+    w, parts = i18n.words(lang), []
+    for stream in streams:
+        window = stream.get("window")
+        if window is None:
+            continue
+        for direction in ("forward", "reverse"):
+            d = window[direction]
+            mos = d.get("mos")
+            parts.append(f'{w[direction]}: ' + " / ".join([
+                _pct(d.get("loss_ratio")), _ms(d.get("jitter")),
+                _DASH if mos is None else f"{mos:.2f}"]))
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _troubled(h: SiteHistory) -> bool:

@@ -9,7 +9,7 @@ cause is upstream, so only the upstream site pages.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,6 +21,7 @@ from monitor.inventory.thresholds import THRESHOLD_NAMES, HealthSettings, Thresh
 from monitor.status.paths import PathBook
 from monitor.status.services import ServiceTable, describe_failing
 from monitor.status.sites import SiteState, SiteTable
+from monitor.status.streams import DIRECTIONS, StreamTable, StreamWindowStats
 from monitor.status.window import WindowStats
 
 
@@ -62,6 +63,35 @@ def describe(crossed: tuple[str, ...], stats: WindowStats, limits: Thresholds) -
         elif name == "mos" and stats.mos is not None:
             parts.append(f"MOS {stats.mos:.2f} < {limits.mos:g}")
     return ", ".join(parts)
+
+
+# What a site's stream decides in place of its ICMP window (the rule in docs/twamp.md): a
+# stream marked like media measures what media meets, where routers may deprioritise
+# ICMP; RTT, and whether the site is down at all, stay ICMP's.
+STREAM_DECIDES = frozenset({"jitter", "loss", "mos"})
+
+
+def stream_exceeded(stats: StreamWindowStats, limits: Thresholds,
+                    health: HealthSettings) -> list[tuple[str, str]]:
+    """The jitter, loss and MOS thresholds a stream window crosses in either direction,
+    each with a technician's words ("reverse jitter 45.0 ms > 30 ms")."""
+    found: list[tuple[str, str]] = []
+    for direction in DIRECTIONS:
+        d = stats.direction(direction)
+        if d.jitter is not None and d.jitter > limits.jitter:
+            found.append(("jitter", f"{direction} jitter {d.jitter * 1000:.1f} ms > "
+                                    f"{limits.jitter * 1000:g} ms"))
+        if (d.loss_ratio is not None and d.lost is not None and d.lost >= health.min_lost
+                and d.loss_ratio > limits.loss):
+            found.append(("loss", f"{direction} loss {d.loss_ratio:.1%} > {limits.loss:.1%}"))
+        if d.mos is not None and d.mos < limits.mos:
+            found.append(("mos", f"{direction} MOS {d.mos:.2f} < {limits.mos:g}"))
+    if (not any(name == "loss" for name, _ in found) and stats.loss_ratio is not None
+            and stats.lost >= health.min_lost and stats.loss_ratio > limits.loss):
+        # losses the reflector's numbers cannot place (before the first reply or after
+        # the last, or a reflector that echoes our sequence numbers)
+        found.append(("loss", f"stream loss {stats.loss_ratio:.1%} > {limits.loss:.1%}"))
+    return found
 
 
 def measurements(stats: WindowStats) -> dict[str, Any]:
@@ -108,14 +138,27 @@ class SiteHealth:
         self.clean_since = 0.0
         self.unreachable_behind = 0
 
-    def judge(self, stats: WindowStats, health: HealthSettings) -> None:
-        """One threshold evaluation, with hysteresis."""
+    def judge(self, stats: WindowStats, health: HealthSettings,
+              streams: Sequence[StreamWindowStats] = ()) -> None:
+        """One threshold evaluation, with hysteresis. ``streams``: the windows of the
+        site's TWAMP streams; one with replies decides jitter, loss and MOS, per
+        direction, in place of the ICMP window (``STREAM_DECIDES``)."""
         crossed = exceeded(stats, self.limits, health)
+        views = [s for s in streams if s.received >= health.min_replies]
+        stream_words: list[str] = []
+        if views:
+            crossed = tuple(name for name in crossed if name not in STREAM_DECIDES)
+            found = [item for view in views for item in stream_exceeded(view, self.limits, health)]
+            names = {name for name, _ in found} | set(crossed)
+            crossed = tuple(name for name in THRESHOLD_NAMES if name in names)
+            stream_words = list(dict.fromkeys(words for _, words in found))
         self.exceeded = crossed
         if crossed:
             self.bad_streak += 1
             self.good_streak = 0
-            self.degraded_reason = describe(crossed, stats, self.limits)
+            icmp = tuple(name for name in crossed if not views or name not in STREAM_DECIDES)
+            self.degraded_reason = ", ".join(
+                part for part in (describe(icmp, stats, self.limits), *stream_words) if part)
         else:
             self.good_streak += 1
             self.bad_streak = 0
@@ -141,6 +184,9 @@ class HealthTracker:
         self.services = ServiceTable(config)
         # each site's traced path, first bad hop and baseline (monitor/status/paths.py)
         self.paths = PathBook()
+        # the sites' TWAMP-light streams: per direction, they judge jitter, loss and MOS
+        # for their site (see ``SiteHealth.judge``)
+        self.streams = StreamTable(config, self.services)
         self.reconfigure(config, now)
 
     def reconfigure(self, config: Config, now: float) -> None:
@@ -148,6 +194,7 @@ class HealthTracker:
         self.config = config
         self.settings = config.health
         self.services.reconfigure(config)
+        self.streams.reconfigure(config)
         selection = select(config)
         before = {**self.upstream, **self.sites}
         sites: dict[str, SiteHealth] = {}
@@ -205,12 +252,18 @@ class HealthTracker:
                     continue
                 self._track_down(h, state, now)
                 if site_id in judge and not h.own_down and state.up is not None:
-                    h.judge(state.window.stats(now, since=h.clean_since), health)
+                    h.judge(state.window.stats(now, since=h.clean_since), health,
+                            self._stream_windows(site_id, now, h.clean_since))
             yield []
         moment = datetime.fromtimestamp(now, UTC)
         in_maintenance = self._maintenance(moment)
         for start in range(0, len(items), chunk):
             yield self._statuses(items[start:start + chunk], table, now, in_maintenance)
+
+    def _stream_windows(self, site_id: str, now: float,
+                        since: float) -> list[StreamWindowStats]:
+        found = (state.stats(now, since) for state in self.streams.of_site(site_id))
+        return [stats for stats in found if stats is not None]
 
     def _maintenance(self, moment: datetime) -> dict[str, str]:
         """Site id → reason, for the sites in a maintenance window at ``moment``."""
@@ -233,9 +286,17 @@ class HealthTracker:
             if status is not h.status:
                 state = table.sites.get(site_id)
                 stats = state.window.stats(now) if state is not None else None
-                changes.append(StateChange(
-                    h.site, h.status, status, reason, now,
-                    measurements(stats) if stats is not None else {}))
+                found = measurements(stats) if stats is not None else {}
+                streams = self._stream_windows(site_id, now, 0.0)
+                if streams and found:
+                    # per direction, what the rule judges: compact, as every change is
+                    # logged and published (a thousand at once when an uplink fails)
+                    found["streams"] = [
+                        {d: {"jitter": w.direction(d).jitter,
+                             "loss_ratio": w.direction(d).loss_ratio,
+                             "mos": w.direction(d).mos} for d in DIRECTIONS}
+                        for w in streams]
+                changes.append(StateChange(h.site, h.status, status, reason, now, found))
                 h.status, h.since = status, now
                 h.changes += 1
             h.reason = reason

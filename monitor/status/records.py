@@ -20,6 +20,7 @@ from monitor.inventory.reports import DEFAULT_TIMES
 from monitor.status.health import HealthTracker, SiteHealth, Status
 from monitor.status.paths import SharedCause, path_record, verdict
 from monitor.status.sites import SiteState, SiteTable
+from monitor.status.streams import StreamState, stream_document
 
 STATUSES = tuple(status.value for status in Status)
 
@@ -85,7 +86,15 @@ def site_record(state: SiteState, h: SiteHealth | None, config: Config,
         "window": _window(state, now),
         "path": path_record(path, cause, zone),
         "diagnosis": verdict(path, cause, zone),
+        "streams": [_stream(stream, now, zone)
+                    for stream in health.streams.of_site(site.id)],
     }
+
+
+def _stream(stream: StreamState, now: float, zone: ZoneInfo) -> dict[str, Any]:
+    document = stream_document(stream, now)
+    document["last_stream_at"] = iso(document["last_stream_at"], zone)
+    return document
 
 
 def site_records(table: SiteTable, health: HealthTracker, config: Config,

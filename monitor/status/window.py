@@ -1,6 +1,7 @@
 """Window statistics: RTT, loss, jitter and MOS, with the definitions users expect.
 
 Pure functions over the probes of one window; ``SiteWindow`` only keeps the samples.
+The E-model (``r_factor``, ``mos_from_r``) is the probes' one, shared with TWAMP streams.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import filterfalse, islice
+
+from probes.emodel import mos_from_r, r_factor
+
+__all__ = ["SiteWindow", "WindowStats", "jitter", "mos_from_r", "percentile", "r_factor",
+           "summarize", "summarize_rtts"]
 
 # (sent_at, rtt or None for a probe that got no reply), as the window keeps them
 Sample = tuple[float, float | None]
@@ -54,26 +60,6 @@ def jitter(rtts: Sequence[float]) -> float | None:
         return None
     total: float = sum(map(abs, map(operator.sub, islice(rtts, 1, None), rtts)))
     return total / (len(rtts) - 1)
-
-
-def r_factor(avg_rtt: float, jitter_s: float, loss_ratio: float) -> float:
-    """Simplified ITU-T G.107 E-model R-factor as ping tools compute it (inputs in seconds)."""
-    effective_latency_ms = avg_rtt * 1000 + 2 * jitter_s * 1000 + 10
-    if effective_latency_ms < 160:
-        r = 93.2 - effective_latency_ms / 40
-    else:
-        r = 93.2 - (effective_latency_ms - 120) / 10
-    r -= 2.5 * loss_ratio * 100
-    return max(r, 0.0)
-
-
-def mos_from_r(r: float) -> float:
-    """Mean opinion score (1–4.5) from an R-factor (ITU-T G.107 Annex B).
-
-    The cubic dips below 1 for 0 < R < 6.5; G.107 defines MOS as 1 at the bottom of
-    the scale, so it is clamped (found by the property test).
-    """
-    return min(4.5, max(1.0, 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)))
 
 
 def summarize(samples: Sequence[Sample]) -> WindowStats:

@@ -143,8 +143,12 @@ def _conference_day(document: Json, lab_inventory: Path, state: LabState
     document["defaults"]["down_after"] = 5  # 3 % independent loss: never 5 in a row
     # a service probe every site answers (the lab's responder echoes): the site
     # dashboard's service panels have data, and no healthy site turns degraded
+    # and a TWAMP-light stream to every site (the lab reflects them): the site
+    # dashboard's stream panels have data, per direction
     document["defaults"]["probes"] = [{"kind": "icmp", "name": "icmp-2", "interval": 1,
-                                       "timeout": 1, "down_after": 5}]
+                                       "timeout": 1, "down_after": 5},
+                                      {"kind": "twamp", "interval": 2, "timeout": 0.5,
+                                       "packets": 10, "down_after": 5}]
     document["health"] = {"evaluate_every": 1, "enter_after": 2, "leave_after": 2,
                           "thresholds": {"jitter": JITTER_LIMIT}}
     document["schedule"] = {

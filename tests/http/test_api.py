@@ -19,6 +19,7 @@ from monitor.status.health import HealthTracker
 from monitor.status.records import site_records, tallies
 from monitor.status.sites import SiteTable
 from probes import Outcome, ProbeResult
+from tests.status.test_streams import stream
 
 INVENTORY = """
 health: {min_replies: 1, enter_after: 1}
@@ -149,3 +150,29 @@ def test_openapi_lists_exactly_the_fields_served() -> None:
     summary_keys = set(tallies([record])) | {"generated_at", "timestamp", "timezone",
                                               "report_times", "conferences"}
     assert set(schemas["Summary"]["required"]) == summary_keys
+
+
+def test_stream_records_list_exactly_the_documented_fields() -> None:
+    """A site's TWAMP stream in its record: both directions, as openapi.yaml says."""
+    spec = yaml.safe_load(
+        resources.files("monitor").joinpath("data/openapi.yaml").read_text("utf-8"))
+    schemas = spec["components"]["schemas"]
+    config = parse_config(INVENTORY.replace(
+        "address: 127.0.0.3}", "address: 127.0.0.3, probes: [{kind: twamp}]}"))
+    now = time.time()
+    table, health = SiteTable(config), HealthTracker(config, now)
+    back: list[float | None] = [10.0] * 50
+    back[7] = None
+    health.streams.record("x-ok/twamp", now - 1, stream([10.0] * 50, back))
+    records = {r["id"]: r for r in site_records(table, health, config, now)}
+    assert records["prov"]["streams"] == []
+    (document,) = records["x-ok"]["streams"]
+    assert set(document) == set(schemas["Stream"]["required"])
+    assert (document["probe"], document["reflector"], document["port"], document["dscp"]) == (
+        "twamp", "127.0.0.3", 862, 46)
+    window = document["window"]
+    assert set(window) == set(schemas["StreamWindow"]["required"])
+    for direction in ("forward", "reverse"):
+        assert set(window[direction]) == set(schemas["Direction"]["required"])
+    assert (window["forward"]["lost"], window["reverse"]["lost"]) == (0, 1)
+    assert document["last_stream_at"].startswith("20")

@@ -64,10 +64,10 @@ ONE = "sites:\n  - id: a\n    name: A\n    tier: province\n    address: 127.0.0.
      "down_after"),
     ("[{kind: h323}]",
      'sites.yml:6: sites[0].probes[0]: unknown probe kind "h323"; allowed probe kinds are: '
-     "icmp, tcp, tls, sip, http"),
+     "icmp, tcp, tls, sip, http, twamp"),
     ("[{port: 5060}]",
      "sites.yml:6: sites[0].probes[0]: the probe has no kind; add kind: with one of icmp, tcp, "
-     "tls, sip, http"),
+     "tls, sip, http, twamp"),
     ("[{kind: tcp}]",
      'sites.yml:6: sites[0].probes[0].port: required key "port" is missing; add it'),
     ("[{kind: tcp, port: sips}]",

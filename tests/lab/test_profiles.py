@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -111,3 +112,22 @@ def test_healthy_and_tiny_labs() -> None:
     assert Counter(p.label for p in tiny.values())["degraded"] == 1
     assert conference_day(demo_sites(1).sites, random.Random(1))["lab-province"].label == \
         "province"
+
+
+def test_directions_are_set_apart_and_described() -> None:
+    profile = apply_settings(Profile(), ["fwd.loss=2%", "rev.delay=40ms", "rev.jitter=30ms"])
+    assert (profile.fwd_loss, profile.rev_delay, profile.rev_jitter) == (0.02, 0.040, 0.030)
+    assert (profile.fwd_delay, profile.rev_loss, profile.delay) == (0.0, 0.0, 0.0)
+    assert "fwd.loss=2%" in profile.describe() and "rev.jitter=30ms" in profile.describe()
+    with pytest.raises(LabError, match=re.escape("rev.jitter 50ms exceeds rev.delay 40ms")):
+        apply_settings(profile, ["rev.jitter=50ms"])
+    with pytest.raises(LabError,
+                       match=re.escape("'fwd.loss=lots': 'lots' is not a valid fwd.loss")):
+        apply_settings(profile, ["fwd.loss=lots"])
+
+
+def test_icmp_deprioritised_touches_pings_only_and_comes_off() -> None:
+    profile = apply_settings(Profile(), ["icmp-deprioritised"])
+    assert profile.icmp_only and profile.loss > 0 and 2 * profile.jitter / 3 > 0.030
+    assert "icmp-deprioritised" in profile.describe()
+    assert not apply_settings(profile, ["icmp-deprioritised=off"]).icmp_only

@@ -119,3 +119,26 @@ def test_topics_and_timestamps() -> None:
     assert topics.state("lac-ve") == "bn/vcmon/sites/lac-ve/state"
     assert topics.measurements("lac-ve") == "bn/vcmon/sites/lac-ve/measurements"
     assert timestamp(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_state_and_measurements_carry_both_directions_of_a_stream() -> None:
+    from monitor.mqtt.messages import measurement_payload
+    from tests.status.test_streams import stream
+
+    config = parse_config(INVENTORY.replace("address: 127.10.1.2}",
+                                            "address: 127.10.1.2, probes: [{kind: twamp}]}"))
+    tracker = HealthTracker(config, 1774575000.0)
+    out: list[float | None] = [10.0] * 50
+    out[9] = out[10] = None
+    tracker.streams.record("lac-ve/twamp", 1774575060.0, stream(out, [10.0] * 50))
+    streams = tracker.streams.of_site("lac-ve")
+    stats = summarize([(1.0, 0.040), (2.0, 0.045)])
+    for payload in (state_payload(tracker.sites["lac-ve"], stats, 1774575065.5, streams),
+                    measurement_payload(config.site("lac-ve"), stats, 1774575065.5, streams)):
+        (document,) = json.loads(payload)["streams"]
+        assert document["probe"] == "twamp" and document["dscp"] == 46
+        assert document["last_stream_at"] == "2026-03-27T01:31:00.000Z"
+        window = document["window"]
+        assert (window["forward"]["lost"], window["reverse"]["lost"]) == (2, 0)
+        assert window["forward"]["loss_ratio"] == 0.04
+    assert "streams" not in json.loads(state_payload(tracker.sites["tinh"], stats, 1774575065.5))
