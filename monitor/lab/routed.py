@@ -48,9 +48,21 @@ _ROLE = re.compile(r"[a-z][a-z0-9]{0,15}")
 
 
 def random_network() -> ipaddress.IPv4Network:
-    """A random /24 of ``TEST_BLOCK``."""
-    first = int(TEST_BLOCK.network_address) + (secrets.randbelow(64) << 8)
-    return ipaddress.IPv4Network((first, 24))
+    """A random /24 of ``TEST_BLOCK`` that no route of the host covers yet: two labs up
+    at once (a test's second chain, another test run) must not pick the same one, or the
+    second one's route is refused ("File exists")."""
+    taken = [ipaddress.ip_network(line.split()[0], strict=False)
+             for line in run(["ip", "-4", "route", "show"]).splitlines()
+             if line and line.split()[0][0].isdigit()]
+    # only routes inside the block: the main lab's 198.18.0.0/15 covers it all, and a
+    # /24's own route is more specific than that one
+    taken = [route for route in taken if route.subnet_of(TEST_BLOCK)]
+    free = [net for net in TEST_BLOCK.subnets(new_prefix=24)
+            if not any(net.overlaps(route) for route in taken)]
+    if not free:
+        raise LabError(f"every /24 of {TEST_BLOCK} is routed already; take down the labs "
+                       "left behind (ip netns list)")
+    return free[secrets.randbelow(len(free))]
 
 
 class RoutedLab:

@@ -133,7 +133,7 @@ def test_state_and_measurements_carry_both_directions_of_a_stream() -> None:
     tracker.streams.record("lac-ve/twamp", 1774575060.0, stream(out, [10.0] * 50))
     streams = tracker.streams.of_site("lac-ve")
     stats = summarize([(1.0, 0.040), (2.0, 0.045)])
-    for payload in (state_payload(tracker.sites["lac-ve"], stats, 1774575065.5, streams),
+    for payload in (state_payload(tracker.sites["lac-ve"], stats, 1774575065.5, streams=streams),
                     measurement_payload(config.site("lac-ve"), stats, 1774575065.5, streams)):
         (document,) = json.loads(payload)["streams"]
         assert document["probe"] == "twamp" and document["dscp"] == 46
