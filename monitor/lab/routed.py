@@ -51,7 +51,7 @@ def random_network() -> ipaddress.IPv4Network:
     """A random /24 of ``TEST_BLOCK`` that no route of the host covers yet: two labs up
     at once (a test's second chain, another test run) must not pick the same one, or the
     second one's route is refused ("File exists")."""
-    taken = [ipaddress.ip_network(line.split()[0], strict=False)
+    taken = [ipaddress.IPv4Network(line.split()[0], strict=False)
              for line in run(["ip", "-4", "route", "show"]).splitlines()
              if line and line.split()[0][0].isdigit()]
     # only routes inside the block: the main lab's 198.18.0.0/15 covers it all, and a
