@@ -190,3 +190,28 @@ async def test_a_reload_stuck_reading_does_not_hold_up_the_next(tmp_path: Path) 
         assert set(daemon.scheduler.targets) == {"s1", "s2", "s3"}
     finally:
         await daemon.shutdown()
+
+
+async def test_a_fifo_in_place_of_the_inventory_is_refused_promptly(tmp_path: Path) -> None:
+    path = tmp_path / "sites.yaml"
+    path.write_text(HEAD + SITES)
+    port = free_port()
+    daemon = Daemon(load_config(path), config_path=str(path), listen=f"127.0.0.1:{port}")
+    await daemon.startup()
+    try:
+        path.unlink()
+        os.mkfifo(path)  # opened by nobody: an open() for reading would wait forever
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{port}/-/reload") as response:
+            body = await response.text()
+        assert loop.time() - started < 2
+        assert response.status == 400
+        assert "the inventory path is a named pipe (FIFO), not a regular file" in body
+        path.unlink()
+        path.write_text(GOOD)
+        assert await asyncio.wait_for(daemon.reload(), 5) == []
+        assert set(daemon.scheduler.targets) == {"s1", "s2", "s3"}
+    finally:
+        await daemon.shutdown()
