@@ -76,6 +76,28 @@ def listening_sockets(listen: str) -> list[socket.socket]:
     return sockets
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value (RFC 9110 12.5.3) admits gzip: named with a
+    weight above 0, or ``*`` so while gzip is not named; ``gzip;q=0`` refuses it."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, *parameters = (part.strip() for part in item.split(";"))
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0  # a weight nobody can read admits nothing
+        if coding:
+            weights[coding.lower()] = weight
+    gzip = weights.get("gzip", weights.get("x-gzip"))
+    if gzip is None:
+        gzip = weights.get("*", 0.0)
+    return gzip > 0
+
+
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     """``(user, password)`` of an ``Authorization: Basic …`` header (RFC 7617), else None."""
     scheme, _, encoded = (header or "").partition(" ")
@@ -158,7 +180,7 @@ class HttpServer:
         response.headers.update(self._source.config.web.headers)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
+        gzipped = accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
         started = time.perf_counter()
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
         if gzipped:
