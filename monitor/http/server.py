@@ -16,6 +16,7 @@ from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.http.api import register_routes
+from monitor.http.listener import IDLE_TIMEOUT, Connection, Listener, ListenerMetrics
 from monitor.inventory.web import WebUsers
 from monitor.metrics.instance import DaemonMetrics
 from monitor.metrics.page import SitePage
@@ -123,7 +124,9 @@ class HttpServer:
         # One thread for bcrypt: a flood of wrong passwords takes one core, never the
         # event loop, and remembered logins do not queue behind it.
         self._bcrypt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vcmon-bcrypt")
-        app = web.Application(middlewares=[self._authenticate])
+        self._listener: Listener | None = None
+        self._listener_metrics = ListenerMetrics(metrics.registry)
+        app = web.Application(middlewares=[self._answering, self._authenticate])
         app.router.add_get("/metrics", self.metrics)
         # Health checks of load balancers and container engines carry no credentials;
         # these two say only "healthy" or "ready" (TLS still applies to them).
@@ -144,16 +147,33 @@ class HttpServer:
                              "tls_server_config in the web configuration file")
         sockets = listening_sockets(listen)
         # access_log=None: Prometheus scrapes every few seconds; those lines are noise.
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=IDLE_TIMEOUT)
         await self._runner.setup()
+        assert self._runner.server is not None, "set up just now"
+        # accepting within bounds (monitor.http.listener) rather than aiohttp's sites
+        self._listener = Listener(self._runner.server, web_settings.tls, self._listener_metrics)
         for sock in sockets:
-            await web.SockSite(self._runner, sock, ssl_context=web_settings.tls).start()
+            self._listener.start(sock)
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         self._bcrypt.shutdown(wait=False, cancel_futures=True)
+
+    @web.middleware
+    async def _answering(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # a connection being answered is never closed to make room for another
+        transport = request.transport
+        connection = transport.get_protocol() if transport is not None else None
+        if not isinstance(connection, Connection):
+            return await handler(request)
+        with connection.answering_request():
+            return await handler(request)
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
