@@ -88,8 +88,9 @@ async def running_state(daemon: Daemon, port: int) -> dict[str, Any]:
     # appears once it has two replies, whatever the reload)
     families = list(text_string_to_metric_families(text))
     series = {(s.name, tuple(sorted(s.labels.items())))
-              for family in families if family.name in ("vcmon_site", "vcmon_config_info")
+              for family in families if family.name == "vcmon_site_info"
               for s in family.samples}
+    assert series, "vcmon_site_info is on the page"
     series |= {("site", s.labels["site"]) for family in families for s in family.samples
                if "site" in s.labels}
     return {
