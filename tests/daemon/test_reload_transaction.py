@@ -40,6 +40,9 @@ def faults(tmp: Path) -> dict[str, str]:
     """An inventory per resource that can fail; each also adds site s3."""
     garbage = tmp / "garbage.pem"
     garbage.write_text("not a certificate\n")
+    fifo = tmp / "password-fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
     web = tmp / "web.yml"
     web.write_text(f"tls_server_config: {{cert_file: {tmp}/none.crt, key_file: {tmp}/none.key}}\n")
     return {
@@ -52,6 +55,9 @@ def faults(tmp: Path) -> dict[str, str]:
             ", probe: {payload_size: 512}, probes: [{kind: icmp, name: echo}]"),
         "mqtt password file": GOOD + "mqtt: {host: 127.0.0.1, username: vcmon, "
                               f"password_file: {tmp}/missing-password}}\n",
+        # a FIFO nobody writes to: reading it would block the event loop for good
+        "mqtt password fifo": GOOD + "mqtt: {host: 127.0.0.1, username: vcmon, "
+                              f"password_file: {fifo}}}\n",
         "mqtt tls files": GOOD + f"mqtt: {{host: 127.0.0.1, tls: {{ca_file: {garbage}}}}}\n",
         "web tls files": GOOD + f"web: {{config_file: {web}}}\n",
         "inventory": GOOD.replace("127.0.0.23", "127.0.0.300"),
