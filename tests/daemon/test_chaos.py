@@ -50,15 +50,17 @@ from tests.http.hostile import (
 )
 from tests.mqtt.broker import Broker, skip_unless_mosquitto
 
+SECONDS = float(os.environ.get("VCMON_CHAOS_SECONDS", "45"))
 pytestmark = [
     pytest.mark.chaos,
+    # the run's own length, and a minute to start, drain and stop
+    pytest.mark.timeout(SECONDS + 60),
     pytest.mark.services,
     skip_unless_mosquitto,
     pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets and iptables need root"),
     pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables"),
 ]
 
-SECONDS = float(os.environ.get("VCMON_CHAOS_SECONDS", "45"))
 FLAPPING = "127.0.62.9"  # the site whose ICMP the test drops now and then
 _RULE = ["OUTPUT", "-d", FLAPPING, "-p", "icmp", "-m", "comment", "--comment",
          "vcmon-chaos-test", "-j", "DROP"]
