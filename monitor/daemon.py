@@ -16,6 +16,7 @@ from monitor import __version__
 from monitor.http.server import HttpServer
 from monitor.inventory import Config, ConfigError, default_config
 from monitor.inventory.isolated import load_config_isolated_async, prepare_fallback
+from monitor.inventory.mqtt import MqttSetupError
 from monitor.inventory.secrets import check_reloaded, warn_exposed_secrets
 from monitor.inventory.shard import Shard
 from monitor.metrics.instance import DaemonCollector, DaemonMetrics
@@ -60,7 +61,10 @@ class Daemon:
         # None: the embedded inventory, which a reload reads again.
         self.config_path = config_path
         self.notifier = notifier if notifier is not None else Notifier()
+        # held while a read inventory is checked and swapped in, never while one is read
         self._reload_lock = asyncio.Lock()
+        self._reading: asyncio.Future[Config] | None = None
+        self._generation = 0
         self.listen = listen or config.listen
         self.registry = registry if registry is not None else CollectorRegistry()
         self.table = SiteTable(config)
@@ -129,7 +133,8 @@ class Daemon:
         self.diagnosis.mode = "dgram" if "dgram" in self.plan.modes else "auto"
         self.diagnosis.configure(self.config.diagnosis, self._trace_targets())
         self._tasks.append(asyncio.create_task(self.diagnosis.run(), name="diagnosis"))
-        self.streams.scheduler.set_targets(await self.streams.targets(self.config))
+        await self.streams.open_senders(self.config)
+        self.streams.scheduler.set_targets(self.streams.targets(self.config))
         self._tasks.append(asyncio.create_task(self.streams.scheduler.run(), name="streams"))
         health = watch_health(self, self._state_changed)
         self._tasks.append(asyncio.create_task(health, name="health"))
@@ -144,43 +149,108 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self._feed_watchdog(), name="watchdog"))
 
     async def reload(self) -> list[str]:
-        """Re-read the inventory; apply it if valid. Returns the problems ([] = applied)."""
-        async with self._reload_lock:
-            self.notifier.reloading()
-            try:
-                problems = await self._reload()
-            finally:
-                self.notifier.ready()
-            return problems
+        """Re-read the inventory; apply it if valid. Returns the problems ([] = applied).
 
-    async def _reload(self) -> list[str]:
-        path = self.config_path
+        All or nothing: whatever the new inventory needs (engines and their sockets,
+        service probes, the MQTT password and TLS files) is opened before anything is
+        swapped, and a failure leaves the running configuration exactly as it was. A
+        reload whose file is still being read when another is asked for is given up,
+        so a file that stalls never holds up the reload of the corrected one."""
+        self._generation += 1
+        generation = self._generation
+        if self._reading is not None:
+            self._reading.cancel()
+        self.notifier.reloading()
         try:
-            # Parsing tens of thousands of sites takes seconds and holds the GIL: in a
-            # child process, never on (or beside) the probe loop.
-            config = self._sharded(default_config() if path is None
-                                   else await load_config_isolated_async(path))
+            return await self._reload(generation)
+        except Exception as exc:  # a bug: the running configuration stays, and says why
+            log.exception("reload_failed", source=self.config_path or "<embedded>",
+                          reason=f"{type(exc).__name__}: {exc}", keeping=self.config.source)
+            self.metrics.config_loaded(success=False)
+            return [f"the reload failed ({type(exc).__name__}: {exc}); "
+                    "the previous configuration stays in force"]
+        finally:
+            self.notifier.ready()
+
+    async def _read(self) -> Config:
+        path = self.config_path
+        # Parsing tens of thousands of sites takes seconds and holds the GIL: in a
+        # child process, never on (or beside) the probe loop.
+        return self._sharded(default_config() if path is None
+                             else await load_config_isolated_async(path))
+
+    def _refused(self, reason: str, problems: int = 1) -> None:
+        log.error("reload_failed", source=self.config_path or "<embedded>", reason=reason,
+                  problems=problems, keeping=self.config.source)
+        self.metrics.config_loaded(success=False)
+
+    async def _reload(self, generation: int) -> list[str]:
+        reading = asyncio.ensure_future(self._read())
+        self._reading = reading
+        try:
+            config = await reading
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("config_problem", file=problem.file, line=problem.line,
                           field=problem.field, problem=problem.message)
-            log.error("reload_failed", source=path or "<embedded>", problems=len(exc.problems),
-                      keeping=self.config.source)
-            self.metrics.config_loaded(success=False)
+            self._refused("the inventory has problems", len(exc.problems))
             return [str(problem) for problem in exc.problems]
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this reload's caller went away, not a newer reload
+            config = None
+        finally:
+            if self._reading is reading:
+                self._reading = None
+        if config is None or generation != self._generation:
+            reason = "a newer reload was asked for while this one read the file"
+            self._refused(reason)
+            return [f"{reason}; that one decides"]
+        async with self._reload_lock:
+            return await self._apply(config)
+
+    async def _apply(self, config: Config) -> list[str]:
         check_reloaded(self.config, config)
         if config.listen != self.config.listen:
             log.warning("listen_unchanged", listen=self.listen, requested=config.listen,
                         hint="the listen address changes on restart, not on reload")
+        # Everything that can fail, before anything is swapped.
+        try:
+            _check_mqtt(config)
+            planned = await self.plan.prepare(config)
+        except (OSError, MqttSetupError) as exc:
+            reason = str(exc)
+            if isinstance(exc, OSError) and self.config.user is not None:
+                reason += ("; vcmon gave up its privileges at start and may not open such a "
+                           "socket any more: restart it to apply this inventory")
+            self._refused(reason)
+            return [reason]
+        try:
+            services = await self.services.prepare(config)
+        except OSError as exc:
+            await planned.discard()
+            self._refused(str(exc))
+            return [str(exc)]
+        try:
+            await self.streams.open_senders(config)
+        except OSError as exc:
+            await services.discard()
+            await planned.discard()
+            self._refused(str(exc))
+            return [str(exc)]
+        # From here on nothing can fail (nor wait): the swap is whole.
         before = set(self.table.sites)
         with collector_paused():
             # Table first, so that results of new sites have somewhere to go.
             self.table.reconfigure(config)
             self.health.reconfigure(config, time.time())
             self.page.reconfigure()
-            self.scheduler.set_targets(await self.plan.targets(config))
-            self.services.scheduler.set_targets(await self.services.targets(config))
-            self.streams.scheduler.set_targets(await self.streams.targets(config))
+            planned.commit()
+            self.scheduler.set_targets(planned.targets)
+            services.commit()
+            self.services.scheduler.set_targets(services.targets)
+            self.streams.scheduler.set_targets(self.streams.targets(config))
             self.config = config
             self.diagnosis.configure(config.diagnosis, self._trace_targets())
         settle()
@@ -309,6 +379,16 @@ class Daemon:
             for sig in signals:
                 loop.remove_signal_handler(sig)
             self.notifier.close()
+
+
+def _check_mqtt(config: Config) -> None:
+    """The MQTT password and TLS files of ``config`` can be read (``MqttSetupError``)."""
+    settings = config.mqtt
+    if settings is None:
+        return
+    settings.password()
+    if settings.tls is not None:
+        settings.tls.context()
 
 
 def _least_privilege(config: Config, engine_modes: list[str]) -> None:

@@ -16,6 +16,7 @@ from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.http.api import register_routes
+from monitor.http.listener import IDLE_TIMEOUT, Connection, Listener, ListenerMetrics
 from monitor.inventory.web import WebUsers
 from monitor.metrics.instance import DaemonMetrics
 from monitor.metrics.page import SitePage
@@ -81,6 +82,28 @@ def listening_sockets(listen: str) -> list[socket.socket]:
     return sockets
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value (RFC 9110 12.5.3) admits gzip: named with a
+    weight above 0, or ``*`` so while gzip is not named; ``gzip;q=0`` refuses it."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, *parameters = (part.strip() for part in item.split(";"))
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0  # a weight nobody can read admits nothing
+        if coding:
+            weights[coding.lower()] = weight
+    gzip = weights.get("gzip", weights.get("x-gzip"))
+    if gzip is None:
+        gzip = weights.get("*", 0.0)
+    return gzip > 0
+
+
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     """``(user, password)`` of an ``Authorization: Basic …`` header (RFC 7617), else None."""
     scheme, _, encoded = (header or "").partition(" ")
@@ -106,7 +129,9 @@ class HttpServer:
         # One thread for bcrypt: a flood of wrong passwords takes one core, never the
         # event loop, and remembered logins do not queue behind it.
         self._bcrypt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vcmon-bcrypt")
-        app = web.Application(middlewares=[self._authenticate])
+        self._listener: Listener | None = None
+        self._listener_metrics = ListenerMetrics(metrics.registry)
+        app = web.Application(middlewares=[self._answering, self._authenticate])
         app.router.add_get("/metrics", self.metrics)
         # Health checks of load balancers and container engines carry no credentials;
         # these two say only "healthy" or "ready" (TLS still applies to them).
@@ -129,16 +154,33 @@ class HttpServer:
                              "tls_server_config in the web configuration file")
         sockets = listening_sockets(listen)
         # access_log=None: Prometheus scrapes every few seconds; those lines are noise.
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=IDLE_TIMEOUT)
         await self._runner.setup()
+        assert self._runner.server is not None, "set up just now"
+        # accepting within bounds (monitor.http.listener) rather than aiohttp's sites
+        self._listener = Listener(self._runner.server, web_settings.tls, self._listener_metrics)
         for sock in sockets:
-            await web.SockSite(self._runner, sock, ssl_context=web_settings.tls).start()
+            self._listener.start(sock)
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         self._bcrypt.shutdown(wait=False, cancel_futures=True)
+
+    @web.middleware
+    async def _answering(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # a connection being answered is never closed to make room for another
+        transport = request.transport
+        connection = transport.get_protocol() if transport is not None else None
+        if not isinstance(connection, Connection):
+            return await handler(request)
+        with connection.answering_request():
+            return await handler(request)
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -165,7 +207,7 @@ class HttpServer:
         response.headers.update(self._source.config.web.headers)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
+        gzipped = accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
         started = time.perf_counter()
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
         if gzipped:

@@ -103,12 +103,42 @@ def _is_hostname(text: str) -> bool:
 
 
 def check_address(address: str) -> str:
-    if _is_ip(address) or _is_hostname(address):
+    if _is_ip(address):
+        why = _not_unicast(address)
+        if why:
+            raise ValueError(f"{show(address)} is {why}, not the address of one host, so no "
+                             "site (or broker) ever answers there; write the address of the "
+                             "device itself, e.g. 10.0.0.5")
+        return address
+    if _is_hostname(address):
         return address
     raise ValueError(
         f"{show(address)} is not an IPv4/IPv6 address or a valid hostname; "
         "use e.g. 10.0.0.5, 2001:db8::5 or vc-xa.example.vn"
     )
+
+
+def _not_unicast(address: str) -> str:
+    """What kind of address other than one host's ``address`` is, or ""."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_multicast:
+        return "a multicast address (a group of receivers)"
+    if ip.is_unspecified:
+        return "the unspecified address (\"any\", used only as a source or to listen on)"
+    if ip == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address of the local network"
+    if isinstance(ip, ipaddress.IPv4Address) and (ip in _THIS_NETWORK or ip.is_reserved):
+        return "in a block reserved for other uses (0.0.0.0/8 or 240.0.0.0/4)"
+    return ""
+
+
+# RFC 1122: "this host on this network", valid only as a source address
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 
 
 def check_listen(listen: str) -> str:

@@ -4,6 +4,7 @@ with every problem at once, each with its file, line and field."""
 from __future__ import annotations
 
 import os
+import stat
 from importlib import resources
 from pathlib import Path
 
@@ -39,21 +40,63 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     if suffix not in (".yaml", ".yml", ".csv"):
         message = "the inventory's format is unknown; name the file .yaml, .yml or .csv"
         raise ConfigError([Problem(file, None, "", message)])
+    raw = _read(file)
+    text = decode(raw, file)
+    return _build(load_csv(text, file) if suffix == ".csv" else load_yaml(text, file))
+
+
+# what a path holds when it is not an inventory file, as the refusal names it
+_NOT_A_FILE = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISDIR, "a directory"))
+
+
+def _refusal(file: str, mode: int) -> ConfigError | None:
+    kind = next((kind for test, kind in _NOT_A_FILE if test(mode)), None)
+    if kind is None:
+        return None
+    message = (f"the inventory path is {kind}, not a regular file; point vcmon at the "
+               "inventory file itself")
+    return ConfigError([Problem(file, None, "", message)])
+
+
+def _read(file: str) -> bytes:
+    """The file's bytes, refusing without waiting what is not a regular file (a FIFO
+    nobody writes to would block ``open`` forever, a device never end) and, before
+    reading a byte, a file larger than the limit."""
     try:
-        with open(file, "rb") as stream:
-            # a device or a pipe has no size to check first
-            raw = stream.read(limits.MAX_FILE_BYTES + 1)
+        refused = _refusal(file, os.stat(file).st_mode)
+        if refused is not None:
+            raise refused
+        # O_NONBLOCK: if the path became a FIFO since the stat, open returns at once
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         why = exc.strerror or exc
         message = f"cannot read the inventory ({why}); check the path and its permissions"
         raise ConfigError([Problem(file, None, "", message)]) from None
+    with open(fd, "rb") as stream:
+        status = os.fstat(fd)
+        refused = _refusal(file, status.st_mode)
+        if refused is not None:
+            raise refused
+        if status.st_size > limits.MAX_FILE_BYTES:
+            raise _too_large(file, f"the file is {status.st_size:,} bytes")
+        try:
+            # a file still being written may have grown since the fstat
+            raw = stream.read(limits.MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            why = exc.strerror or exc
+            message = f"cannot read the inventory ({why}); check the path and its permissions"
+            raise ConfigError([Problem(file, None, "", message)]) from None
     if len(raw) > limits.MAX_FILE_BYTES:
-        line = raw.count(b"\n", 0, limits.MAX_FILE_BYTES) + 1
-        message = (f"the file is larger than {limits.MAX_FILE_BYTES:,} bytes (it passes that "
-                   "on this line); check it is the right file, or split the sites into shards")
-        raise ConfigError([Problem(file, line, "", message)])
-    text = decode(raw, file)
-    return _build(load_csv(text, file) if suffix == ".csv" else load_yaml(text, file))
+        raise _too_large(file, "the file grew while it was read")
+    return raw
+
+
+def _too_large(file: str, how: str) -> ConfigError:
+    message = (f"{how}, larger than the {limits.MAX_FILE_BYTES:,} vcmon reads; check it is "
+               "the right file, or split the sites into shards")
+    return ConfigError([Problem(file, None, "", message)])
 
 
 def default_config() -> Config:

@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import ssl
+import stat
 from pathlib import Path
 from typing import Annotated
 
@@ -181,6 +182,11 @@ class MqttSettings(BaseModel):
         """The password, read when vcmon builds its connection to the broker."""
         if self.password_file is not None:
             try:
+                # a FIFO would block the event loop in open(), a device never end
+                if not stat.S_ISREG(os.stat(self.password_file).st_mode):
+                    raise MqttSetupError(
+                        f"mqtt.password_file {self.password_file} is not a regular file; "
+                        "point it at the file that holds the password")
                 text = Path(self.password_file).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 why = getattr(exc, "strerror", None) or exc

@@ -53,7 +53,9 @@ def check_reloaded(before: Config, after: Config) -> None:
     warn_exposed_secrets(after)
     waiting = [name for name, old, new in (
         ("web tls_server_config", before.web.tls_server_config, after.web.tls_server_config),
-        ("user", before.user, after.user), ("group", before.group, after.group)) if old != new]
+        ("user", before.user, after.user), ("group", before.group, after.group),
+        ("mqtt", before.mqtt, after.mqtt)) if old != new]
     if waiting:
         log.warning("restart_needed", settings=", ".join(waiting),
-                    hint="the listener and the user are set at start; restart vcmon to apply")
+                    hint="the listener, the user and the MQTT connection are set at start; "
+                    "restart vcmon to apply")

@@ -30,38 +30,31 @@ class ProbePlan:
         self.engines: dict[tuple[str, int], IcmpEngine] = {}
         self._sends: dict[tuple[str, int, int], SendFn] = {}
 
-    async def _engine_for(self, settings: ProbeSettings) -> SendFn:
-        # One engine (one socket per family) per probe kind and payload size: the
-        # payload is built once per engine, and all sites share the same few.
-        key = (settings.kind, settings.payload_size)
-        engine = self.engines.get(key)
-        if engine is None:
-            kind = KINDS[settings.kind].engine
-            assert kind is not None, "config admits engine kinds only"
-            engine = kind(self._record, payload_size=settings.payload_size)
-            await engine.start()
-            self.engines[key] = engine
-        # the site's DSCP; tos= is passed to the engine only when it is not 0. One
-        # function per engine and DSCP, shared by the sites (one each: 3 MB at 20,000)
-        tos = settings.dscp << 2
-        send = self._sends.get((*key, tos))
-        if send is None:
-            send = self._sends[(*key, tos)] = marked(engine.send, tos)
-        return send
-
     async def targets(self, config: Config) -> list[Target]:
         """The sites this instance probes: its shard's and the upstream chain of those."""
-        targets = []
-        selection = select(config)
-        for site in config.sites:
-            if selection.role(site.id) is None:
-                continue
-            s = config.settings_for(site)
-            targets.append(Target(
-                site_id=site.id, address=site.address, send=await self._engine_for(s),
-                interval=s.interval, timeout=s.timeout, burst=s.burst,
-                burst_spacing=s.burst_spacing, resolve_interval=s.resolve_interval))
-        return targets
+        planned = await self.prepare(config)
+        planned.commit()
+        return planned.targets
+
+    async def prepare(self, config: Config) -> PlannedTargets:
+        """The targets of ``config``, with every engine they need open, and the plan
+        unchanged until ``commit()``: a reload applies all of it or none. If an engine
+        cannot be opened, those opened here are closed again and the error raised."""
+        planned = PlannedTargets(self._record, self.engines, self._sends)
+        try:
+            selection = select(config)
+            for site in config.sites:
+                if selection.role(site.id) is None:
+                    continue
+                s = config.settings_for(site)
+                planned.targets.append(Target(
+                    site_id=site.id, address=site.address, send=await planned.send_for(s),
+                    interval=s.interval, timeout=s.timeout, burst=s.burst,
+                    burst_spacing=s.burst_spacing, resolve_interval=s.resolve_interval))
+        except BaseException:
+            await planned.discard()
+            raise
+        return planned
 
     @property
     def modes(self) -> list[str]:
@@ -85,3 +78,55 @@ class ProbePlan:
             await engine.close()
         self.engines.clear()
         self._sends.clear()
+
+
+class EngineUnavailable(OSError):
+    """An engine a new inventory needs cannot be opened; says which and why."""
+
+
+class PlannedTargets:
+    """Targets for a new inventory and the engines opened for them, not yet in the plan."""
+
+    def __init__(self, record: Callable[[ProbeResult], None],
+                 engines: dict[tuple[str, int], IcmpEngine],
+                 sends: dict[tuple[str, int, int], SendFn]) -> None:
+        # the plan's own: read while preparing, added to by commit() alone
+        self._record, self._open, self._known = record, engines, sends
+        self.targets: list[Target] = []
+        self.engines: dict[tuple[str, int], IcmpEngine] = {}
+        self._sends: dict[tuple[str, int, int], SendFn] = {}
+
+    async def send_for(self, settings: ProbeSettings) -> SendFn:
+        # One engine (one socket per family) per probe kind and payload size: the
+        # payload is built once per engine, and all sites share the same few.
+        key = (settings.kind, settings.payload_size)
+        engine = self._open.get(key) or self.engines.get(key)
+        if engine is None:
+            kind = KINDS[settings.kind].engine
+            assert kind is not None, "config admits engine kinds only"
+            engine = kind(self._record, payload_size=settings.payload_size)
+            try:
+                await engine.start()
+            except OSError as exc:
+                raise EngineUnavailable(
+                    exc.errno, f"cannot open an {settings.kind} socket for payload_size "
+                    f"{settings.payload_size} ({exc.strerror or exc})") from None
+            self.engines[key] = engine
+        # the site's DSCP; tos= is passed to the engine only when it is not 0. One
+        # function per engine and DSCP, shared by the sites (one each: 3 MB at 20,000)
+        tos = settings.dscp << 2
+        send = self._known.get((*key, tos)) or self._sends.get((*key, tos))
+        if send is None:
+            send = self._sends[(*key, tos)] = marked(engine.send, tos)
+        return send
+
+    def commit(self) -> None:
+        """The engines opened for these targets join the plan (never fails)."""
+        self._open.update(self.engines)
+        self._known.update(self._sends)
+
+    async def discard(self) -> None:
+        """Close the engines opened for these targets: the plan stays as it was."""
+        for engine in self.engines.values():
+            await engine.close()
+        self.engines.clear()

@@ -41,30 +41,43 @@ class ServiceRunner:
         self._echo: IcmpEngine | None = None
 
     async def targets(self, config: Config) -> list[Target]:
-        targets, sends = [], {}
-        # another shard's sites are its to check, upstream ones included
-        for site in owned_sites(config):
-            for spec in config.services_for(site):
-                if KINDS[spec.kind].stream is not None:
-                    continue  # a stream kind: monitor.probing.streams runs it
-                key = key_of(site.id, spec.label)
-                send = await self._send_for(key, spec)
-                if isinstance(send, _Send):
-                    sends[(key, spec)] = send
-                targets.append(Target(site_id=key, address=spec.host(site.address), send=send,
-                                      interval=spec.interval, timeout=spec.timeout,
-                                      resolve_interval=config.settings_for(site).resolve_interval))
-        self._sends = sends
-        return targets
+        planned = await self.prepare(config)
+        planned.commit()
+        return planned.targets
 
-    async def _send_for(self, key: str, spec: ServiceProbe) -> SendFn:
-        kind = KINDS[spec.kind]
-        if kind.probe is None:
-            if self._echo is None:
-                self._echo = IcmpEngine(self.record)
-                await self._echo.start()
-            return marked(self._echo.send, spec.tos)
-        return self._sends.get((key, spec)) or _Send(self, kind.probe, spec)
+    async def prepare(self, config: Config) -> PlannedProbes:
+        """The service probes of ``config``, with the ICMP engine they need open, and
+        the runner unchanged until ``commit()``; what fails to open raises ``OSError``."""
+        planned = PlannedProbes(self)
+        try:
+            # another shard's sites are its to check, upstream ones included
+            for site in owned_sites(config):
+                for spec in config.services_for(site):
+                    if KINDS[spec.kind].stream is not None:
+                        continue  # a stream kind: monitor.probing.streams runs it
+                    key = key_of(site.id, spec.label)
+                    send = await planned.send_for(key, spec)
+                    planned.targets.append(Target(
+                        site_id=key, address=spec.host(site.address), send=send,
+                        interval=spec.interval, timeout=spec.timeout,
+                        resolve_interval=config.settings_for(site).resolve_interval))
+        except BaseException:
+            await planned.discard()
+            raise
+        return planned
+
+    def adopt(self, sends: dict[tuple[str, ServiceProbe], _Send], echo: IcmpEngine | None) -> None:
+        """A prepared set of probes takes over (``PlannedProbes.commit``)."""
+        self._sends = sends
+        if echo is not None:
+            self._echo = echo
+
+    def known_send(self, key: str, spec: ServiceProbe) -> _Send | None:
+        return self._sends.get((key, spec))
+
+    @property
+    def echo(self) -> IcmpEngine | None:
+        return self._echo
 
     def start(self, key: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
         if key in self._running:
@@ -107,3 +120,39 @@ class _Send:
             result = ProbeResult(key, ip, 0, 0.0, Outcome.FAILED, detail=f"probe error: {exc!r}",
                                  values={"reason": "probe_error"})
         self._runner.record(result)
+
+
+class PlannedProbes:
+    """Service probes for a new inventory, and the echo engine opened for them."""
+
+    def __init__(self, runner: ServiceRunner) -> None:
+        self._runner = runner
+        self.targets: list[Target] = []
+        self._sends: dict[tuple[str, ServiceProbe], _Send] = {}
+        self._echo: IcmpEngine | None = None
+
+    async def send_for(self, key: str, spec: ServiceProbe) -> SendFn:
+        kind = KINDS[spec.kind]
+        if kind.probe is None:
+            echo = self._runner.echo or self._echo
+            if echo is None:
+                echo = IcmpEngine(self._runner.record)
+                try:
+                    await echo.start()
+                except OSError as exc:
+                    raise OSError(exc.errno, "cannot open the ICMP socket of the icmp service "
+                                  f"probes ({exc.strerror or exc})") from None
+                self._echo = echo
+            return marked(echo.send, spec.tos)
+        # the same send callable for an unchanged probe: the scheduler keeps its place
+        send = self._runner.known_send(key, spec) or _Send(self._runner, kind.probe, spec)
+        self._sends[(key, spec)] = send
+        return send
+
+    def commit(self) -> None:
+        self._runner.adopt(self._sends, self._echo)
+
+    async def discard(self) -> None:
+        if self._echo is not None:
+            await self._echo.close()
+            self._echo = None

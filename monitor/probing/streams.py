@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import structlog
 
-from monitor.inventory import Config, ServiceProbe
+from monitor.inventory import Config, ServiceProbe, Site
 from monitor.inventory.selection import owned_sites
 from monitor.probing.scheduler import Scheduler, Target
 from monitor.probing.services import key_of
@@ -48,26 +48,51 @@ class StreamRunner:
         # scheduler keeps its place
         self._sends: dict[tuple[str, ServiceProbe], _StreamSend] = {}
 
-    async def targets(self, config: Config) -> list[Target]:
-        targets, sends = [], {}
-        for site in owned_sites(config):
-            for spec in config.services_for(site):
-                if KINDS[spec.kind].stream is None:
-                    continue
+    async def open_senders(self, config: Config) -> list[int]:
+        """Open the senders ``config``'s streams need that are not open yet (one per
+        source port); the ports opened. Done before a reload swaps anything, so that a
+        port the kernel refuses refuses the reload; what this call opened is closed again
+        when it fails."""
+        opened: list[int] = []
+        try:
+            for _, spec in self._streams(config):
                 source_port = getattr(spec, "source_port", None) or 0
                 if source_port not in self.senders:
                     sender = TwampSender(source_port=source_port)
                     sender.ignored = self.ignored
-                    await sender.start()
                     self.senders[source_port] = sender
-                key = key_of(site.id, spec.label)
-                send = self._sends.get((key, spec)) or _StreamSend(self, spec)
-                sends[(key, spec)] = send
-                targets.append(Target(site_id=key, address=spec.host(site.address), send=send,
-                                      interval=spec.interval, timeout=spec.timeout,
-                                      resolve_interval=config.settings_for(site).resolve_interval))
+                    opened.append(source_port)
+                    await sender.start()
+        except BaseException:
+            await self.close_senders(opened)
+            raise
+        return opened
+
+    async def close_senders(self, ports: list[int]) -> None:
+        for port in ports:
+            sender = self.senders.pop(port, None)
+            if sender is not None:
+                await sender.close()
+
+    def targets(self, config: Config) -> list[Target]:
+        """The streams of ``config`` for the scheduler; their senders are open
+        (``open_senders``)."""
+        targets, sends = [], {}
+        for site, spec in self._streams(config):
+            key = key_of(site.id, spec.label)
+            send = self._sends.get((key, spec)) or _StreamSend(self, spec)
+            sends[(key, spec)] = send
+            targets.append(Target(site_id=key, address=spec.host(site.address), send=send,
+                                  interval=spec.interval, timeout=spec.timeout,
+                                  resolve_interval=config.settings_for(site).resolve_interval))
         self._sends = sends
         return targets
+
+    @staticmethod
+    def _streams(config: Config) -> list[tuple[Site, ServiceProbe]]:
+        # another shard's sites are its to check, upstream ones included
+        return [(site, spec) for site in owned_sites(config)
+                for spec in config.services_for(site) if KINDS[spec.kind].stream is not None]
 
     def start(self, key: str, ip: str, timeout: float, spec: TwampSpec) -> None:
         if key in self._running:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from monitor.http.listener import FD_SHARE, MAX_CONNECTIONS
+
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "vcmon.service"
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
@@ -51,6 +53,9 @@ def test_unit_asks_for_what_the_daemon_does() -> None:
                  "RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_UNIX",
                  "SystemCallFilter=@system-service"):
         assert line in text, line
+    # room for the HTTP connection cap: a quarter of the soft limit, at most 1,024
+    limit = int(re.search(r"^LimitNOFILE=(\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert limit // FD_SHARE >= MAX_CONNECTIONS
 
 
 def test_the_example_config_is_valid_and_sets_every_option() -> None:
