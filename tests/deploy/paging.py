@@ -127,7 +127,7 @@ def alertmanager_config(webhook_port: int, *, for_test: bool) -> str:
     """
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
     for receiver in config["receivers"]:
-        for hook in receiver["webhook_configs"]:
+        for hook in receiver.get("webhook_configs", []):
             hook["url"] = f"http://127.0.0.1:{webhook_port}/{receiver['name']}"
     if for_test:
         routes = config["route"]["routes"]
