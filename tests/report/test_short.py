@@ -5,12 +5,16 @@ down (19 sites behind it) and 10 degraded links: records built by hand, no packe
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from monitor.inventory import Config, default_config
 from monitor.report.model import Report, build
 from monitor.report.render import markdown, page
 from monitor.report.short import short
+from tests.http.cdp import Browser, chromium_binary
 
 AT = 1_774_575_900.0  # 2026-03-27 08:45 +07:00
 DOWN = "bn-yenphong"
@@ -106,3 +110,21 @@ def test_a_history_that_starts_late_says_so() -> None:
     assert "Số liệu lịch sử chỉ có từ 07:45 27/03 đến 08:45 27/03" in short(report, "vi")
     report.covered = (report.since + 5, AT)  # the whole period
     assert "chỉ có từ" not in page(report, "vi")
+
+
+@pytest.mark.skipif(chromium_binary() is None, reason="needs Debian's chromium")
+def test_the_printed_report_shows_an_outage_as_one_row(tmp_path: Path) -> None:
+    """The HTML report as Chromium lays it out: one coloured row for the down district,
+    the ten degraded links after it, no row for the 19 sites behind it."""
+    page_file = tmp_path / "bao-cao.html"
+    page_file.write_text(page(_conference_day(), "vi"), encoding="utf-8")
+    with Browser() as browser:
+        browser.open(page_file.as_uri())
+        browser.wait_for("document.querySelectorAll('table').length", 10)
+        rows = browser.evaluate(
+            "[...document.querySelectorAll('table')[3].querySelectorAll('tbody tr')]"
+            ".map(r => [r.className, r.cells[1].innerText])")
+        browser.screenshot(tmp_path / "report-district-down.png")
+        assert browser.errors() == []
+    assert [cls for cls, _ in rows] == ["s-down"] + ["s-degraded"] * 10
+    assert rows[0][1] == "Hội trường Huyện ủy Yên Phong (bn-yenphong)"
