@@ -23,6 +23,7 @@ import contextlib
 import ipaddress
 import secrets
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,7 +48,9 @@ pytestmark = [
                               "(tests/run.sh installs them)"),
 ]
 
-WAIT = 60.0  # seconds, at most, for any one condition
+# seconds, at most, for any one condition: a "resolved" comes a minute after the repair
+# (the rules' keep_firing_for) plus the group's group_interval
+WAIT = 100.0
 
 PROVINCE, NORTH, SOUTH = "bn-tinh-uy", "bn-tpbn", "bn-giabinh"
 BEHIND_NORTH = ["bn-tpbn-phuong-vu-ninh", "bn-tpbn-phuong-dap-cau"]
@@ -299,3 +302,68 @@ def test_a_degraded_link_warns_outside_a_session_and_pages_in_one(world: World) 
         [("oncall-south", "VcmonSiteDegraded", SLOW)]
     assert len([n for n in world.webhook.notes() if n.receiver == "technicians"
                 and n.at >= start and n.alerts()]) == 1
+
+
+def test_no_site_alert_resolves_because_vcmon_or_prometheus_stopped(world: World) -> None:
+    """A dead commune and a degraded one stay firing through vcmon stopped (SIGTERM),
+    vcmon killed (SIGKILL) and a Prometheus restart: zero "resolved" while the links
+    are still bad; VcmonExporterDown pages instead. Runs last: it restarts vcmon."""
+    stopped_for = 75.0  # past keep_firing_for (1 m) and a group_interval
+    start = time.monotonic()
+    world.switch_session(in_session=False)
+    world.set(LOST, "down")
+    world.set(SLOW, "delay=200ms")
+    timing: list[str] = []
+
+    def resolved() -> list[tuple[str, str]]:
+        return [(alert["labels"]["alertname"], alert["labels"]["site"])
+                for note in world.webhook.notes() if note.at >= start
+                for alert in note.alerts("resolved") if alert["labels"].get("site")]
+
+    def bad_again() -> bool:
+        return world.status(LOST) == "down" and world.status(SLOW) == "degraded"
+
+    try:
+        world.wait(f"a page for {LOST}", lambda: world.webhook.about("VcmonSiteDown", LOST))
+        world.wait(f"a warning for {SLOW}", lambda: world.webhook.about(
+            "VcmonSiteDegraded", SLOW, severity="warning"))
+
+        stop = time.monotonic()
+        world.path.stop("vcmon", signal.SIGTERM)
+        [(note, _)] = world.wait("VcmonExporterDown pages", lambda: [
+            (n, a) for n, a in world.pages_since(stop)
+            if a["labels"]["alertname"] == "VcmonExporterDown"])
+        timing.append(f"vcmon stopped → VcmonExporterDown page {note.at - stop:.1f} s")
+        time.sleep(max(0.0, stop + stopped_for - time.monotonic()))
+        assert resolved() == [], resolved()
+        world.path.restart("vcmon")
+        world.wait("the links bad again in Prometheus", bad_again)
+        timing.append(f"vcmon stopped {time.monotonic() - stop:.0f} s in all: 0 resolved")
+
+        kill = time.monotonic()
+        world.path.stop("vcmon", signal.SIGKILL)  # the scrape target dies
+        time.sleep(10.0)
+        world.path.restart("vcmon")
+        world.wait("the links bad again in Prometheus", bad_again)
+        time.sleep(max(0.0, kill + stopped_for - time.monotonic()))
+        assert resolved() == [], resolved()
+        timing.append(f"vcmon killed, back after 10 s, watched {time.monotonic() - kill:.0f} s: "
+                      "0 resolved")
+
+        restart = time.monotonic()
+        world.path.stop("prometheus", signal.SIGTERM)
+        world.path.restart("prometheus")
+        world.wait("Prometheus sends to Alertmanager again", world.path.alertmanager_discovered)
+        time.sleep(max(0.0, restart + stopped_for - time.monotonic()))
+        assert resolved() == [], resolved()
+        timing.append(f"Prometheus restarted, watched {time.monotonic() - restart:.0f} s: "
+                      "0 resolved")
+        # still firing in Alertmanager, not expired
+        firing = {(a["labels"]["alertname"], a["labels"].get("site"))
+                  for a in world.path.am_alerts() if a["status"]["state"] != "unprocessed"}
+        assert ("VcmonSiteDown", LOST) in firing, firing
+    finally:
+        world.set(LOST, "up")
+        world.set(SLOW, f"delay={DELAY['commune'] * 1000:g}ms")
+        print("\n".join(timing))
+
