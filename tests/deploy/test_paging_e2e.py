@@ -7,9 +7,10 @@ of the shipped alertmanager.yml whose receivers post to a webhook of this test. 
 tests break lab links with ``vcmon lab set`` (control.set_site) and check what the
 webhook gets and what Alertmanager says.
 
-Faster than in production, so that the file runs in about two minutes: probes every
-200 ms, health judged every second, Prometheus scraping and evaluating every second
-(shipped: 5 s). The rules' `for:` values and the pages' group_wait are the shipped ones;
+Faster than in production (the file runs in about 8 minutes, most of it waiting out
+the rules' keep_firing_for before each "resolved" and during outages of vcmon): probes
+every 200 ms, health judged every second, Prometheus scraping and evaluating every
+second (shipped: 2 s). The rules' `for:` values and the pages' group_wait are the shipped ones;
 what the Alertmanager copy changes is in ``paging.alertmanager_config``.
 
 Network safety: the lab's addresses are in a /24 of 198.19.128.0/17 (RFC 2544) on the
