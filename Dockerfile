@@ -1,6 +1,7 @@
 # vcmon in a container.
 #   docker build -t vcmon .
 #   docker run --rm -p 9470:9470 --sysctl net.ipv4.ping_group_range="0 2147483647" vcmon
+# runs the embedded 240-site demo (vcmon run --demo), marked as a demo everywhere.
 # With your own inventory (mounted at /etc/vcmon/):
 #   docker run --rm -p 9470:9470 --sysctl net.ipv4.ping_group_range="0 2147483647" \
 #       -v /etc/vcmon:/etc/vcmon:ro vcmon run --config /etc/vcmon/sites.yaml --listen 0.0.0.0:9470
@@ -31,4 +32,4 @@ EXPOSE 9470 862/udp
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9470/-/healthy', timeout=4)"]
 ENTRYPOINT ["vcmon"]
-CMD ["run", "--listen", "0.0.0.0:9470"]
+CMD ["run", "--demo", "--listen", "0.0.0.0:9470"]

@@ -13,10 +13,13 @@ from grafana._panels import (
     steps,
     table,
     timeseries,
+    value_texts,
 )
 from grafana._vcmon import (
     IN_DISTRICT,
     IS_SITE,
+    LOOKS,
+    OVERVIEW_LINK,
     SITE_LINK,
     STATUS_MAPPINGS,
     THRESHOLD_STEPS,
@@ -32,10 +35,14 @@ from grafana._vcmon import (
     status_counts,
     status_timeline,
 )
+from monitor.status.health import Status
 
 UID = "vcmon-district"
 # The district-level site's id is the district's id: `site` equal to `$district`.
 UPLINK = 'site=~"$district"'
+UPLINK_DOWN = f"(vcmon_site_status{labels(UPLINK, equals('status', 'down'))} == 1)"
+# What the uplink's RTT reads while it is down: no RTT is not "No data"
+DOWN_VALUE = -1
 
 
 def _uplink() -> list[Json]:
@@ -45,10 +52,13 @@ def _uplink() -> list[Json]:
                                               instant=True)],
              Size(4, 5), background=True, mappings=STATUS_MAPPINGS, thresholds=steps("green"),
              extra={"links": [SITE_LINK]}),
-        stat("Uplink RTT", "Average round-trip time over the uplink's window.",
-             [Query(f"vcmon_site_rtt_seconds{labels(UPLINK, equals('stat', 'avg'))}",
+        stat("Uplink RTT", "Average round-trip time over the uplink's window; \"down\" "
+             "while the uplink answers no probe.",
+             [Query(f"vcmon_site_rtt_seconds{labels(UPLINK, equals('stat', 'avg'))}\n"
+                    f"  unless on(site) {UPLINK_DOWN}\nor\n{DOWN_VALUE} * {UPLINK_DOWN}",
                     legend="RTT", instant=True)],
-             Size(4, 5), unit=UNITS["rtt"], thresholds=THRESHOLD_STEPS["rtt"]),
+             Size(4, 5), unit=UNITS["rtt"], thresholds=THRESHOLD_STEPS["rtt"],
+             mappings=value_texts([(DOWN_VALUE, "down", "red")])),
         stat("Uplink loss", "Loss over the uplink's window.",
              [Query(f"vcmon_site_loss_ratio{labels(UPLINK)}", legend="loss", instant=True)],
              Size(4, 5), unit=UNITS["loss"], thresholds=THRESHOLD_STEPS["loss"]),
@@ -58,7 +68,20 @@ def _uplink() -> list[Json]:
                     legend="unreachable", instant=True)],
              Size(4, 5), thresholds=steps("green", (1, "purple"))),
         status_counts(Size(8, 5), IN_DISTRICT),
+        _status_grid(),
     ]
+
+
+def _status_grid() -> Json:
+    # Above the fold: the first thing a technician looks for is which tile is red.
+    grid = stat(
+        "Sites of the district", "Every site of the district, coloured by status; a click "
+        "opens the site.", [Query(named(status_code(IN_DISTRICT)), legend="{{name}}",
+                                  instant=True)],
+        Size(24, 7), background=True, names=True, mappings=STATUS_MAPPINGS,
+        thresholds=steps(LOOKS[Status.UNKNOWN].colour), extra={"links": [SITE_LINK]})
+    grid["links"] = [OVERVIEW_LINK]
+    return grid
 
 
 def _unreachable_table() -> Json:

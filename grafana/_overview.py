@@ -8,6 +8,7 @@ from grafana._panels import (
     Size,
     bargauge,
     dashboard,
+    link,
     organize,
     override,
     row,
@@ -17,9 +18,12 @@ from grafana._panels import (
     value_texts,
 )
 from grafana._vcmon import (
+    DISTRICT_DASHBOARD,
+    DISTRICT_LINK,
     IN_DISTRICT,
     LOOKS,
     MOS_RANGE,
+    NOT_JUDGED,
     SITE_LINK,
     STATUS_MAPPINGS,
     THRESHOLD_STEPS,
@@ -39,6 +43,10 @@ UID = "vcmon-overview"
 # the two phases apart in one value.
 IN_SESSION, PREFLIGHT = 2, 1
 NOT_OK = "(vcmon_site_status" + labels('status!="ok"', IN_DISTRICT) + " == 1)"
+# What to act on: not ok, except the sites unreachable because a site upstream is down
+# (that one is listed, with how many sites are behind it).
+ACT_ON = (f"({NOT_OK}\n  unless on(site) "
+          f"(vcmon_site_upstream_down{labels(IN_DISTRICT)} == 1))")
 
 
 def _session() -> Json:
@@ -83,18 +91,23 @@ def _by_tier_and_provision() -> Json:
 
 def _not_ok() -> Json:
     since = named(f"1000 * vcmon_site_status_since_timestamp_seconds{labels(IN_DISTRICT)}\n"
-                  f"  * on(site) group_left(status) {NOT_OK}", extra="parent")
+                  f"  * on(site) group_left(status) {ACT_ON}", extra="parent")
     crossed = [f"max by (site) (vcmon_site_threshold_exceeded"
-               f"{labels(equals('threshold', name), IN_DISTRICT)})\n  and on(site) {NOT_OK}"
+               f"{labels(equals('threshold', name), IN_DISTRICT)})\n  and on(site) {ACT_ON}"
                for name in THRESHOLD_NAMES]
-    queries = [Query(expr, instant=True, format="table") for expr in (since, *crossed)]
+    behind = (f"max by (site) (vcmon_site_unreachable_behind{labels(IN_DISTRICT)})\n"
+              f"  and on(site) {ACT_ON}")
+    queries = [Query(expr, instant=True, format="table")
+               for expr in (since, *crossed, behind)]
     columns = {"name": "Site", "status": "Status", "Value #A": "Since", "parent": "Upstream",
                "district": "District", "site": "Id"}
     columns |= {f"Value #{chr(ord('B') + i)}": name for i, name in enumerate(THRESHOLD_NAMES)}
+    columns[f"Value #{chr(ord('B') + len(THRESHOLD_NAMES))}"] = "Sites behind it"
     return table(
-        "Not ok now", "Every selected site that is not ok: since when, and why. Threshold "
-        "columns say which limit the last evaluation crossed; `unreachable` means the "
-        "upstream (or one above it) is down; `down` means no reply.", queries, Size(14, 8),
+        "Not ok now", "Every selected site to act on: since when, and why. A down site "
+        "appears once, with the number of sites unreachable behind it (they are not "
+        "listed: the district dashboard has them); threshold columns say which limit the "
+        "last evaluation crossed; `down` means no reply.", queries, Size(14, 8),
         transformations=[{"id": "merge", "options": {}},
                          organize(columns, hide=["Time", "instance", "job", "tier",
                                                  "provision"])],
@@ -126,22 +139,29 @@ def _firing_alerts() -> Json:
 
 
 def _status_grid() -> Json:
-    return stat(
+    grid = stat(
         "${district:text}", "Every site of the district, coloured by status; the tile names "
-        "the site, a click opens its dashboard.",
+        "the site, a click opens its dashboard; the title's link opens the district's.",
         [Query(named(status_code(IN_DISTRICT)), legend="{{name}}", instant=True)],
         Size(8, 8), background=True, names=True, mappings=STATUS_MAPPINGS,
-        thresholds=steps(LOOKS[Status.UNKNOWN].colour), extra={"links": [SITE_LINK]},
-        repeat="district")
+        thresholds=steps(LOOKS[Status.UNKNOWN].colour),
+        extra={"links": [SITE_LINK, DISTRICT_LINK]}, repeat="district")
+    grid["links"] = [link("Open the district ${district:text}",
+                          f"/d/{DISTRICT_DASHBOARD}?var-datasource=${{datasource}}"
+                          "&var-district=${district}&${__url_time_range}")]
+    return grid
 
 
 def _worst(title: str, name: str, expr: str, *, best_first: bool = False) -> Json:
     rank = "bottomk" if best_first else "topk"
+    judged = (f"{expr}\n  unless on(site) "
+              f"(vcmon_site_status{labels(NOT_JUDGED, IN_DISTRICT)} == 1)")
     extra = MOS_RANGE if name == "mos" else {"min": 0}
     return bargauge(
         title, f"The 10 selected sites with the worst {name} over their window now; the "
-        "colour turns at vcmon's default threshold. A click opens the site.",
-        Query(f"{rank}(10, {named(expr)})", legend="{{name}}", instant=True), Size(6, 10),
+        "colour turns at vcmon's default threshold. Down, unreachable and maintenance "
+        "sites are left out (they have their own panels). A click opens the site.",
+        Query(f"{rank}(10, {named(judged)})", legend="{{name}}", instant=True), Size(6, 10),
         unit=UNITS[name], thresholds=THRESHOLD_STEPS[name],
         extra=extra | {"links": [SITE_LINK]})
 

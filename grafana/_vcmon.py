@@ -78,6 +78,20 @@ SITE_LINK = link("Open ${__field.labels.name}",
                  "&var-site=${__field.labels.site}&${__url_time_range}")
 
 
+DISTRICT_DASHBOARD = "vcmon-district"
+OVERVIEW_DASHBOARD = "vcmon-overview"
+# overview → district → site → back: each hop keeps the data source and the time range.
+DISTRICT_LINK = link("Open district ${__field.labels.district}",
+                     f"/d/{DISTRICT_DASHBOARD}?var-datasource=${{datasource}}"
+                     "&var-district=${__field.labels.district}&${__url_time_range}")
+OVERVIEW_LINK = link("Back to the overview",
+                     f"/d/{OVERVIEW_DASHBOARD}?var-datasource=${{datasource}}&${{__url_time_range}}")
+# Down, unreachable and maintenance sites have panels of their own: a "worst links"
+# list of them would be all 100 % loss and MOS 1, hiding the links still carrying a
+# conference badly.
+NOT_JUDGED = 'status=~"down|unreachable|maintenance"'
+
+
 def labels(*matchers: str) -> str:
     return "{" + ", ".join(matchers) + "}"
 

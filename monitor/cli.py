@@ -40,6 +40,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level, args.log_format)
     _tune_malloc()
+    if args.config is None and not args.demo:
+        # 240 green demo sites on loopback look like a working province: never by default
+        print("vcmon run: no inventory given. Monitor your sites with --config FILE "
+              "(YAML or CSV, see docs/inventory.md), or try the embedded 240-site demo with "
+              "--demo.", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.config is not None and args.demo:
+        print("vcmon run: --demo runs the embedded inventory; give it or --config FILE, "
+              "not both.", file=sys.stderr)
+        return EXIT_CONFIG
     # a child process parses: the daemon keeps neither its memory nor its pauses
     config = default_config() if args.config is None else load_config_isolated(args.config)
     with collector_paused():
@@ -366,8 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="probe every site continuously and serve /metrics")
-    run.add_argument("--config", metavar="FILE",
-                     help="inventory (YAML or CSV); default: the embedded 240-site demo")
+    run.add_argument("--config", metavar="FILE", help="inventory (YAML or CSV)")
+    run.add_argument("--demo", action="store_true",
+                     help="run the embedded 240-site Bắc Ninh demo on loopback addresses "
+                          "(marked as a demo on the board, API, metrics, MQTT and reports)")
     run.add_argument("--listen", metavar="HOST:PORT",
                      help="address for /metrics (overrides the config's listen)")
     run.add_argument("--log-level", default="info",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -38,7 +39,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     log = tmp_path_factory.mktemp("e2e") / "vcmon.log"
     with log.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "run", "--listen", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "monitor.cli", "run", "--demo", "--listen", f"127.0.0.1:{port}",
              "--log-format", "json"],
             stdout=subprocess.DEVNULL, stderr=log_file)
     base = f"http://127.0.0.1:{port}"
@@ -91,6 +92,24 @@ def test_every_embedded_site_is_up_with_loopback_rtt(
     sent = {s.labels["site"]: s.value for s in families["vcmon_probe_packets_sent"].samples
             if s.name.endswith("_total")}
     assert min(sent.values()) >= 3
+
+
+def test_the_demo_says_it_is_a_demo(daemon: Daemon) -> None:
+    """``vcmon run --demo`` is marked where people and scripts look: metrics, API, board."""
+    _, base, _ = daemon
+    families = {f.name: f for f in text_string_to_metric_families(scrape(base))}
+    assert [s.value for s in families["vcmon_demo"].samples] == [1]
+    status, body, _ = fetch(f"{base}/api/v1/summary")
+    assert status == 200 and json.loads(body)["demo"] is True
+    assert "DEMO — dữ liệu mô phỏng" in fetch(f"{base}/")[1].decode()
+
+
+def test_run_without_an_inventory_refuses_with_the_hint() -> None:
+    done = subprocess.run([sys.executable, "-m", "monitor.cli", "run"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "no inventory given" in done.stderr and "--config FILE" in done.stderr
+    assert "--demo" in done.stderr
 
 
 def test_promtool_accepts_the_scrape(daemon: Daemon) -> None:

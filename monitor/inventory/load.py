@@ -17,6 +17,7 @@ from monitor.inventory.links import Found, link_problems
 from monitor.inventory.problems import ConfigError, Document, Problem, show
 from monitor.inventory.reading import decode
 from monitor.inventory.schema import (
+    DEMO_SOURCE,
     LOADER_FIELDS,
     RECHECKED,
     Config,
@@ -102,7 +103,7 @@ def _too_large(file: str, how: str) -> ConfigError:
 def default_config() -> Config:
     """The embedded demo inventory (Bắc Ninh, 240 sites on loopback addresses)."""
     text = resources.files("monitor").joinpath("data/default-inventory.yaml").read_text("utf-8")
-    return parse_config(text, "<embedded>")
+    return parse_config(text, DEMO_SOURCE)
 
 
 def _build(document: Document) -> Config:

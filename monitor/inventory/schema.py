@@ -60,6 +60,9 @@ from probes import KINDS, Dscp, ServiceSpec
 # which can do so even when other parts of the file are invalid, and knows the lines.
 RECHECKED = frozenset({"site_links", "probe_settings", "schedule_references"})
 LOADER_FIELDS = frozenset({"source"})
+# The source of the embedded Bắc Ninh inventory: a daemon running it is a demo, and
+# every sink says so (board, API, metrics, MQTT, reports).
+DEMO_SOURCE = "<embedded demo>"
 
 
 def _known_kind(kind: str) -> str:
@@ -346,6 +349,11 @@ class Config(BaseModel):
 
     _by_id: dict[str, Site] = PrivateAttr(default_factory=dict)
     _children: dict[str, list[Site]] = PrivateAttr(default_factory=dict)
+
+    @property
+    def demo(self) -> bool:
+        """Whether this is the embedded demo inventory, not the province's own."""
+        return self.source == DEMO_SOURCE
 
     @field_validator("sites")
     @classmethod

@@ -73,8 +73,12 @@ class DaemonCollector(Collector):
             start, end = conference.bounds(schedule.zone)
             starts.add_metric([conference.name], start.timestamp())
             ends.add_metric([conference.name], end.timestamp())
+        demo = GaugeMetricFamily(
+            "vcmon_demo",
+            "1 while vcmon runs the embedded demo inventory (vcmon run --demo), not real sites.",
+            value=1 if source.health.config.demo else 0)
         yield from (sites, *_shard_families(source), ignored, skipped, sends, active,
-                    preflight, starts, ends)
+                    preflight, starts, ends, demo)
 
 
 def _shard_families(source: Source) -> tuple[Metric, Metric]:

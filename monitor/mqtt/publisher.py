@@ -259,7 +259,9 @@ class MqttPublisher:
             log.info("mqtt_connected", broker=f"{self.settings.host}:{self.settings.broker_port}",
                      client_id=client.identifier, tls=self.settings.tls is not None,
                      unsent=len(self._queue))
-            await self._publish(client, self._status(b"online"))
+            # a demo says so where subscribers look first: it monitors no real site
+            online = b"online demo" if self._source.config.demo else b"online"
+            await self._publish(client, self._status(online))
             self._resync()
             await self._serve(client)
             await self._publish(client, self._status(b"offline"))

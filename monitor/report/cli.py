@@ -11,8 +11,11 @@ from typing import Any
 
 from monitor.report.model import SourceError, gather
 from monitor.report.render import RENDERERS, render
+from monitor.report.short import short
 
 EXIT_SOURCE = 1
+# a few lines for a chat message (monitor/report/short.py), beside the full formats
+SHORT = "short"
 
 
 def _moment(text: str) -> datetime:
@@ -35,7 +38,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except SourceError as exc:
         print(f"vcmon report: {exc}", file=sys.stderr)
         return EXIT_SOURCE
-    text = render(report, args.format, args.lang)
+    text = (short(report, args.lang) if args.format == SHORT
+            else render(report, args.format, args.lang))
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -58,7 +62,8 @@ def add_report_parser(subparsers: Any) -> None:
     report.add_argument("--since", type=_moment, metavar="TIME",
                         help="start of the history period (default: the previous report "
                              "time, e.g. 14:45 the day before for an 08:45 report)")
-    report.add_argument("--format", default="md", choices=sorted(RENDERERS))
+    report.add_argument("--format", default="md", choices=[*sorted(RENDERERS), SHORT],
+                        help='"short": a few lines to paste into a chat message')
     report.add_argument("--lang", default="vi", choices=["vi", "en"])
     report.add_argument("--prometheus", metavar="URL",
                         help="Prometheus's base URL for the history, e.g. http://127.0.0.1:9090")

@@ -20,9 +20,33 @@ WORDS: dict[str, dict[Lang, str]] = {
     "at": {"vi": "Thời điểm", "en": "At"},
     "period": {"vi": "Giai đoạn thống kê", "en": "Period"},
     "generated": {"vi": "Lập lúc", "en": "Generated"},
-    "source_now": {"vi": "Trạng thái hiện tại: vcmon", "en": "Current state: vcmon"},
-    "source_past": {"vi": "Trạng thái tại thời điểm báo cáo: Prometheus",
-                    "en": "State at the report's moment: Prometheus"},
+    "source_now": {"vi": "trạng thái hiện tại đọc trực tiếp từ phần mềm giám sát vcmon lúc "
+                          "lập báo cáo",
+                   "en": "the current state, read live from the vcmon monitor when the report "
+                         "was made"},
+    "source_past": {"vi": "trạng thái tại thời điểm báo cáo theo số liệu Prometheus đã ghi",
+                    "en": "the state at the report's moment, as Prometheus recorded it"},
+    "data": {"vi": "Dữ liệu", "en": "Data"},
+    "demo": {"vi": "DEMO: số liệu mô phỏng từ danh mục mẫu, không phải điểm cầu thật",
+             "en": "DEMO: simulated data from the embedded inventory, not real sites"},
+    "no_prometheus": {"vi": "chưa chỉ định máy chủ Prometheus (--prometheus) nên báo cáo chỉ "
+                            "có trạng thái hiện tại",
+                      "en": "no Prometheus given: the report covers the present only"},
+    "prometheus_unreadable": {
+        "vi": "không đọc được số liệu từ Prometheus ({url}) nên báo cáo chỉ có trạng thái "
+              "hiện tại; kiểm tra Prometheus có đang chạy không",
+        "en": "could not read Prometheus ({url}): the report covers the present only"},
+    "partial": {
+        "vi": "Số liệu lịch sử chỉ có từ {start} đến {end}; các tỷ lệ chỉ tính trong khoảng "
+              "đó, không nói gì về thời gian trước.",
+        "en": "History only covers {start} to {end}; the figures are for that span and say "
+              "nothing of the time before."},
+    "cut_off": {"vi": "{n} điểm cầu phía sau mất kết nối theo",
+                "en": "{n} sites behind it cut off"},
+    "root_causes": {"vi": "Nguyên nhân gốc", "en": "Root causes"},
+    "degraded_links": {"vi": "Đường truyền suy giảm", "en": "Degraded links"},
+    "in_maintenance": {"vi": "Đang bảo trì", "en": "In maintenance"},
+    "ready_of": {"vi": "sẵn sàng", "en": "ready"},
     "totals": {"vi": "Tổng hợp", "en": "Totals"},
     "overall": {"vi": "Toàn tỉnh", "en": "All sites"},
     "by_tier": {"vi": "Theo cấp", "en": "By tier"},
@@ -125,10 +149,17 @@ _SENTENCES = [
     _translated(r"no data in Prometheus at this time",
                 lambda m: "Prometheus không có số liệu tại thời điểm này"),
     _translated(r"thresholds crossed: (.*)", lambda m: f"vượt ngưỡng: {m[1]}"),
+    _translated(r"upstream came back; waiting for this site's replies",
+                lambda m: "tuyến trên vừa có lại kết nối; đang chờ điểm cầu này trả lời"),
+    _translated(r"no reply", lambda m: "không trả lời"),
 ]
 # Degraded reasons list measurements: "jitter 41.2 ms > 30 ms, loss 3.0% > 1.0%".
 _PARTS = [(re.compile(r"\bloss\b"), "mất gói"), (re.compile(r"\bjitter\b"), "jitter"),
-          (re.compile(r"\bforward\b"), "chiều đi"), (re.compile(r"\breverse\b"), "chiều về")]
+          (re.compile(r"\bforward\b"), "chiều đi"), (re.compile(r"\breverse\b"), "chiều về"),
+          # monitor.status.services.describe_failing: "service sip failed 3 times in a row
+          # (timeout)"; the probe's label and its detail are names, kept as they are
+          (re.compile(r"(?:(?:^|; )service |; )(\S+) failed (\d+) times in a row"),
+           r"; dịch vụ \1 lỗi \2 lần liên tiếp")]
 
 
 def reason(record: dict[str, Any], lang: Lang, names: dict[str, str]) -> str:
@@ -151,6 +182,7 @@ def reason(record: dict[str, Any], lang: Lang, names: dict[str, str]) -> str:
         if record["status"] == "degraded":
             for part, vi_word in _PARTS:
                 text = part.sub(vi_word, text)
+        text = text.removeprefix("; ")
     return f"{text}; {note}" if note else text
 
 

@@ -27,6 +27,9 @@ NOW_TOLERANCE = 10.0
 SLOT_GAP = 600.0
 # query_range points over the period: enough for the lowest count, small to fetch.
 RANGE_POINTS = 300
+# History that starts this much after the period's start covers only part of it (a
+# scrape interval or two is missing at the start of any period).
+COVER_SLACK = 60.0
 _TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
@@ -60,6 +63,18 @@ class Report:
     generated: float = 0.0
     prometheus: str | None = None
     names: dict[str, str] = field(default_factory=dict)
+    # no history because Prometheus did not answer (not because none was given): the
+    # Vietnamese text names the URL instead of the library's English error
+    history_unreadable: bool = False
+    # the first and last moment Prometheus had data for in the period (None: no history)
+    covered: tuple[float, float] | None = None
+    demo: bool = False
+
+    @property
+    def partial(self) -> bool:
+        """Whether the history starts later than the period (Prometheus started since,
+        or its retention ended): its figures say nothing of the time before."""
+        return self.covered is not None and self.covered[0] - self.since > COVER_SLACK
 
     @property
     def zone(self) -> ZoneInfo:
@@ -123,9 +138,10 @@ def _window_seconds(since: float, at: float) -> str:
 
 
 async def fetch_history(session: aiohttp.ClientSession, base: str, since: float,
-                        at: float) -> tuple[dict[str, SiteHistory], tuple[int, float] | None]:
-    """Per-site availability and worst window values over [since, at], and the lowest
-    number of ready sites with its time."""
+                        at: float) -> tuple[dict[str, SiteHistory], tuple[int, float] | None,
+                                        tuple[float, float] | None]:
+    """Per-site availability and worst window values over [since, at], the lowest
+    number of ready sites with its time, and the first and last moment with data."""
     d = _window_seconds(since, at)
     queries = {
         "sent": f"sum by (site) (increase(vcmon_probe_packets_sent_total[{d}]))",
@@ -151,7 +167,9 @@ async def fetch_history(session: aiohttp.ClientSession, base: str, since: float,
         "query": 'sum(vcmon_site_status{status="ok"})', "start": f"{since:.3f}",
         "end": f"{at:.3f}", "step": f"{step}s"})
     points = [(int(float(v)), float(t)) for s in series for t, v in s["values"]]
-    return history, min(points) if points else None
+    moments = [t for _, t in points]
+    covered = (min(moments), max(moments)) if moments else None
+    return history, min(points) if points else None, covered
 
 
 # Status gauges read back into the API's vocabulary, for a report on an earlier moment.
@@ -207,10 +225,10 @@ def _root_cause(record: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> str
 
 
 def build(records: list[dict[str, Any]], *, at: float, since: float, timezone: str,
-          source: str, generated: float) -> Report:
+          source: str, generated: float, demo: bool = False) -> Report:
     return Report(at=at, since=since, timezone=timezone, source=source, sites=records,
                   totals=tallies(records), generated=generated,
-                  names={r["id"]: r["name"] for r in records})
+                  names={r["id"]: r["name"] for r in records}, demo=demo)
 
 
 async def add_history(session: aiohttp.ClientSession, report: Report,
@@ -221,10 +239,11 @@ async def add_history(session: aiohttp.ClientSession, report: Report,
         report.history_note = "no Prometheus given: the report covers the present only"
         return
     try:
-        report.history, report.lowest_ready = await fetch_history(
+        report.history, report.lowest_ready, report.covered = await fetch_history(
             session, prometheus, report.since, report.at)
     except SourceError as exc:
         report.history_note = f"{exc}: the report covers the present only"
+        report.history_unreadable = True
 
 
 def _stamp(moment: datetime, zone: ZoneInfo) -> float:
@@ -255,7 +274,8 @@ async def gather(daemon: str, prometheus: str | None, at: datetime | None = None
                                   "from Prometheus; give --prometheus URL")
             records = await fetch_state_at(session, prometheus, moment, records, zone)
             source = "prometheus"
+        # a daemon older than the demo flag runs a real inventory
         report = build(records, at=moment, since=start, timezone=summary["timezone"],
-                       source=source, generated=now)
+                       source=source, generated=now, demo=bool(summary.get("demo", False)))
         await add_history(session, report, prometheus)
     return report

@@ -81,18 +81,39 @@ def _tables(report: Report, lang: Lang) -> list[Table]:
               [_tally_rows(i18n.provision(p, lang), c, columns)
                for p, c in totals["by_provision"].items()]),
     ]
-    bad = report.not_ready
+    lines = listed(report)
+    bad = [s for s, _ in lines]
     tables.append(Table(
         w["not_ready"],
         [w["district"], w["site"], w["address"], w["contact"], w["state"], w["since"],
          w["reason"], f'{w["last"]}: {w["loss"]} / {w["rtt"]} / {w["jitter"]} / {w["mos"]}'],
         [[s["district_name"], f'{s["name"]} ({s["id"]})', s["address"], _contact(s),
           i18n.status(s["status"], lang), _when(report, s["since_timestamp"], lang),
-          i18n.reason(s, lang, report.names),
-          _last(s["window"]) + _streams(s.get("streams") or [], lang)] for s in bad],
+          _reason_and_behind(report, s, behind, lang),
+          _last(s["window"]) + _streams(s.get("streams") or [], lang)]
+         for s, behind in lines],
         note="" if bad else w["all_ready"], statuses=[s["status"] for s in bad]))
     tables.append(_history_table(report, lang))
     return tables
+
+
+def listed(report: Report) -> list[tuple[dict[str, Any], list[str]]]:
+    """The sites the not-ready table lists, each with the sites folded under it: one
+    line per root cause (``monitor.status.records.to_act_on``), then maintenance."""
+    by_id = {s["id"]: s for s in report.sites}
+    entries = [*report.totals["to_act_on"], *report.totals["maintenance"]]
+    return [(by_id[e["id"]], e["behind_sites"]) for e in entries]
+
+
+def _reason_and_behind(report: Report, site: dict[str, Any], behind: list[str],
+                       lang: Lang) -> str:
+    text = i18n.reason(site, lang, report.names)
+    count = len(behind) or (site.get("unreachable_behind", 0) if site["status"] == "down" else 0)
+    if not count:
+        return text
+    names = ", ".join(report.names.get(i, i) for i in behind)
+    cut_off = i18n.words(lang)["cut_off"].format(n=count)
+    return f"{text}; {cut_off}" + (f": {names}" if names else "")
 
 
 def _contact(site: dict[str, Any]) -> str:
@@ -134,7 +155,7 @@ def _history_table(report: Report, lang: Lang) -> Table:
     headers = [w["district"], w["site"], w["availability"], w["not_ready_time"],
                w["worst_loss"], w["worst_rtt"], w["worst_jitter"], w["changes"]]
     if report.history is None:
-        return Table(title, headers, [], note=f'{w["no_history"]}: {report.history_note}')
+        return Table(title, headers, [], note=f'{w["no_history"]}: {history_missing(report, lang)}')
     rows = []
     for site in report.sites:
         h = report.history.get(site["id"])
@@ -145,19 +166,36 @@ def _history_table(report: Report, lang: Lang) -> Table:
                      _ms(h.worst_rtt), _ms(h.worst_jitter),
                      _DASH if h.changes is None else f"{h.changes:.0f}"])
     note = w["history_only_problems"]
+    if report.partial and report.covered is not None:
+        start, end = report.covered
+        note = w["partial"].format(start=_when(report, start, lang),
+                                   end=_when(report, end, lang)) + " " + note
     if report.lowest_ready is not None:
         count, at = report.lowest_ready
         note += f' {w["lowest_ready"]}: {count} ({_when(report, at, lang)}).'
     return Table(title, headers, rows, note=f'{note} {w["definitions"]}')
 
 
+def history_missing(report: Report, lang: Lang) -> str:
+    """Why the report has no history, as a sentence in ``lang``."""
+    w = i18n.words(lang)
+    if report.history_unreadable:
+        # the English note carries the library's error text; the Vietnamese one the URL
+        return (w["prometheus_unreadable"].format(url=report.prometheus) if lang == "vi"
+                else report.history_note)
+    return w["no_prometheus"]
+
+
 def _heading(report: Report, lang: Lang) -> list[tuple[str, str]]:
     w = i18n.words(lang)
     source = w["source_now"] if report.source == "daemon" else w["source_past"]
-    return [(w["at"], _when(report, report.at, lang)),
-            (w["period"], _period(report, lang)),
-            (w["generated"], f"{_when(report, report.generated, lang)} ({report.timezone}); "
-                             f"{source}")]
+    heading = [(w["at"], _when(report, report.at, lang)),
+               (w["period"], _period(report, lang)),
+               (w["generated"], f"{_when(report, report.generated, lang)} ({report.timezone}); "
+                                f"{source}")]
+    if report.demo:
+        heading.insert(0, (w["data"], w["demo"]))
+    return heading
 
 
 def markdown(report: Report, lang: Lang) -> str:
@@ -287,6 +325,11 @@ def data(report: Report, lang: Lang) -> str:
         "generated_at": report.time(report.generated), "timezone": report.timezone,
         "lang": lang, "source": report.source, "prometheus": report.prometheus,
         "history_available": history is not None, "history_note": report.history_note,
+        "history_text": history_missing(report, lang) if history is None else "",
+        "history_covered": None if report.covered is None else {
+            "from": report.time(report.covered[0]), "to": report.time(report.covered[1]),
+            "partial": report.partial},
+        "demo": report.demo,
         **report.totals,
         "not_ready": [s["id"] for s in report.not_ready],
         "lowest_ready": None if lowest is None else {"count": lowest[0],

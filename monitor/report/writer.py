@@ -19,9 +19,10 @@ import aiohttp
 import structlog
 
 from monitor.inventory.calendar import Schedule
-from monitor.inventory.reports import ReportSettings
+from monitor.inventory.reports import Lang, ReportSettings
 from monitor.report.model import Report, add_history, build, previous_slot
 from monitor.report.render import render
+from monitor.report.short import short
 from monitor.status.records import site_records
 from monitor.status.source import Source
 
@@ -64,7 +65,7 @@ def next_slot(now: float, settings: ReportSettings, schedule: Schedule) -> float
     return None
 
 
-def summary_message(report: Report, files: list[str]) -> dict[str, Any]:
+def summary_message(report: Report, files: list[str], lang: Lang = "vi") -> dict[str, Any]:
     """What goes to MQTT ``<prefix>/reports``: the counts and who is not ready."""
     return {
         "at": report.time(report.at), "since": report.time(report.since),
@@ -73,6 +74,11 @@ def summary_message(report: Report, files: list[str]) -> dict[str, Any]:
                        "status": s["status"], "reason": s["reason"]}
                       for s in report.not_ready],
         "files": files,
+        # the grouped list (a down uplink once, with its count) and a chat-sized text
+        "to_act_on": report.totals["to_act_on"],
+        "maintenance": [s["id"] for s in report.totals["maintenance"]],
+        "demo": report.demo,
+        "short": short(report, lang),
     }
 
 
@@ -101,14 +107,15 @@ async def write_report(daemon: Source, settings: ReportSettings, at: float,
     records = await loop.run_in_executor(None, site_records, daemon.table, daemon.health,
                                          config, time.time())
     report = build(records, at=at, since=previous_slot(at, settings.times, config.schedule.zone),
-                   timezone=config.schedule.timezone, source="daemon", generated=time.time())
+                   timezone=config.schedule.timezone, source="daemon", generated=time.time(),
+                   demo=config.demo)
     async with aiohttp.ClientSession(timeout=_HISTORY_TIMEOUT) as session:
         await add_history(session, report, settings.prometheus)
     files = await loop.run_in_executor(None, write_files, report, settings)
     log.info("report_written", files=files, not_ready=len(report.not_ready),
              history=report.history is not None, note=report.history_note or None)
     if publish is not None:
-        publish(summary_message(report, files))
+        publish(summary_message(report, files, settings.lang))
     return files
 
 

@@ -126,13 +126,52 @@ def tallies(records: list[dict[str, Any]]) -> dict[str, Any]:
             groups.setdefault(r[key], []).append(r["status"])
         return {name: counts(statuses) for name, statuses in groups.items()}
 
+    actions = to_act_on(records)
+    acting: Counter[str] = Counter(entry["district"] for entry in actions)
     return {
         "counts": counts(r["status"] for r in records),
         "by_tier": grouped("tier"),
         "by_provision": grouped("provision"),
-        "by_district": [{"id": district, "name": name, "counts": counts(statuses)}
+        "by_district": [{"id": district, "name": name, "counts": counts(statuses),
+                         "to_act_on": acting.get(district, 0)}
                         for district, (name, statuses) in districts.items()],
+        "to_act_on": actions,
+        "maintenance": [_entry(r, []) for r in records if r["status"] == "maintenance"],
     }
+
+
+# What a person does first: a root cause before the links it cuts off, then the links
+# that still carry a conference badly, then the sites nobody has heard from yet.
+_ACTION_ORDER = {"down": 0, "unreachable": 1, "degraded": 2, "unknown": 3}
+_TIER_ORDER = {"province": 0, "district": 1}
+
+
+def _entry(record: dict[str, Any], behind: list[str]) -> dict[str, Any]:
+    return {"id": record["id"], "name": record["name"], "tier": record["tier"],
+            "district": record["district"], "district_name": record["district_name"],
+            "status": record["status"], "reason": record["reason"], "since": record["since"],
+            "root_cause": record["root_cause"], "behind": len(behind) or (
+                record.get("unreachable_behind", 0) if record["status"] == "down" else 0),
+            "behind_sites": behind}
+
+
+def to_act_on(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The list people act on, one line per thing to fix: a down site once, with the
+    sites unreachable behind it folded under it (``behind``, ``behind_sites``), so that
+    one outage never pushes the degraded links off a screen. An unreachable site whose
+    root cause is not among ``records`` (another shard's) keeps its own line; sites in
+    maintenance and ok sites are not listed."""
+    present = {r["id"] for r in records}
+    behind: dict[str, list[str]] = {}
+    for r in records:
+        if r["status"] == "unreachable" and r["root_cause"] in present:
+            behind.setdefault(r["root_cause"], []).append(r["id"])
+    entries = [_entry(r, behind.get(r["id"], [])) for r in records
+               if r["status"] in _ACTION_ORDER
+               and not (r["status"] == "unreachable" and r["root_cause"] in present)]
+    entries.sort(key=lambda e: (_ACTION_ORDER[e["status"]], _TIER_ORDER.get(e["tier"], 2),
+                                -e["behind"]))
+    return entries
 
 
 def report_times(config: Config) -> list[str]:
@@ -150,6 +189,7 @@ def summary(records: list[dict[str, Any]], config: Config, now: float) -> dict[s
         "timestamp": now,
         "timezone": config.schedule.timezone,
         "report_times": report_times(config),
+        "demo": config.demo,
         **tallies(records),
         "conferences": [
             {"name": c.name, "start": c.bounds(zone)[0].isoformat(timespec="seconds"),

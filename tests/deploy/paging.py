@@ -127,7 +127,7 @@ def alertmanager_config(webhook_port: int, *, for_test: bool) -> str:
     """
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
     for receiver in config["receivers"]:
-        for hook in receiver["webhook_configs"]:
+        for hook in receiver.get("webhook_configs", []):
             hook["url"] = f"http://127.0.0.1:{webhook_port}/{receiver['name']}"
     if for_test:
         routes = config["route"]["routes"]
@@ -185,12 +185,14 @@ class PagingPath:
         (tmp / "alertmanager.yml").write_text(
             alertmanager_config(webhook.port, for_test=for_test))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # stopped on purpose (``stop``): their exit is no failure
+        self.stopped: set[str] = set()
 
     def log(self, name: str) -> Path:
         return self.tmp / f"{name}.log"
 
     def _start(self, name: str, argv: list[str]) -> None:
-        with self.log(name).open("wb") as log:
+        with self.log(name).open("ab") as log:
             self.procs[name] = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
                                                 stdout=log, stderr=subprocess.STDOUT)
 
@@ -202,13 +204,8 @@ class PagingPath:
                 f"--storage.path={self.tmp / 'alertmanager-data'}",
                 f"--web.listen-address={self.alertmanager}", "--cluster.listen-address=",
                 "--log.level=debug"])
-            self._start("prometheus", [
-                "prometheus", f"--config.file={self.tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.tmp / 'prometheus-data'}",
-                f"--web.listen-address={self.prometheus}", "--log.level=info"])
-            self._start("vcmon", [
-                sys.executable, "-m", "monitor.cli", "run", "--config", str(self.inventory),
-                "--listen", self.vcmon, "--log-format", "json", "--log-level", "info"])
+            self.start_prometheus()
+            self.start_vcmon()
             until(lambda: all(_ready(f"http://{where}/-/ready") for where in
                               (self.vcmon, self.prometheus, self.alertmanager)),
                   "vcmon, Prometheus and Alertmanager ready", 30, list(self.procs.values()))
@@ -217,8 +214,36 @@ class PagingPath:
             for proc in self.procs.values():
                 stop_process(proc, grace=10.0)
 
+    def start_prometheus(self) -> None:
+        """Prometheus on its data directory: a restart keeps what it scraped."""
+        self._start("prometheus", [
+            "prometheus", f"--config.file={self.tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.tmp / 'prometheus-data'}",
+            f"--web.listen-address={self.prometheus}", "--log.level=info"])
+
+    def start_vcmon(self) -> None:
+        self._start("vcmon", [
+            sys.executable, "-m", "monitor.cli", "run", "--config", str(self.inventory),
+            "--listen", self.vcmon, "--log-format", "json", "--log-level", "info"])
+
+    def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop one of the three (SIGKILL: as a crash) and wait for it to exit."""
+        proc = self.procs[name]
+        self.stopped.add(name)
+        proc.send_signal(sig)
+        proc.wait(30)
+
+    def restart(self, name: str) -> None:
+        """Start ``name`` again after ``stop`` and wait until it is ready."""
+        {"prometheus": self.start_prometheus, "vcmon": self.start_vcmon}[name]()
+        self.stopped.discard(name)
+        where = {"prometheus": self.prometheus, "vcmon": self.vcmon}[name]
+        until(lambda: _ready(f"http://{where}/-/ready"), f"{name} ready again", 60,
+              self.alive())
+
     def alive(self) -> list[subprocess.Popen[bytes]]:
-        return list(self.procs.values())
+        """The processes that must be running (a failure if one exits)."""
+        return [proc for name, proc in self.procs.items() if name not in self.stopped]
 
     def tail(self, lines: int = 30) -> str:
         """The end of every log, for a failure message."""

@@ -52,6 +52,13 @@ ROUTES = [
     (site("VcmonSiteDegraded", "warning", "commune", "bn-tpbn"), "technicians"),
     (site("VcmonSiteFlapping", "warning", "province", "bn-tinh-uy"), "technicians"),
     ({"alertname": "Watchdog", "severity": "none"}, "watchdog"),
+    # maintenance is told to the site's on-call group, as what it is
+    (site("VcmonSiteInMaintenance", "info", "commune", "bn-giabinh"), "oncall-south"),
+    (site("VcmonSiteInMaintenance", "info", "district", "bn-tpbn"), "oncall-north"),
+    # only there to hold back "resolved" while vcmon is blind: nobody is told
+    ({"alertname": "VcmonStatesSettling", "severity": "none", "job": "vcmon"}, "hold-back"),
+    ({"alertname": "VcmonConfigReloadFailed", "severity": "warning", "job": "vcmon"},
+     "technicians"),
 ]
 
 

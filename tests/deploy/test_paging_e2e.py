@@ -7,9 +7,10 @@ of the shipped alertmanager.yml whose receivers post to a webhook of this test. 
 tests break lab links with ``vcmon lab set`` (control.set_site) and check what the
 webhook gets and what Alertmanager says.
 
-Faster than in production, so that the file runs in about two minutes: probes every
-200 ms, health judged every second, Prometheus scraping and evaluating every second
-(shipped: 5 s). The rules' `for:` values and the pages' group_wait are the shipped ones;
+Faster than in production (the file runs in about 10 minutes, most of it waiting out
+the rules' keep_firing_for before each "resolved" and during outages of vcmon): probes
+every 200 ms, health judged every second, Prometheus scraping and evaluating every
+second (shipped: 2 s). The rules' `for:` values and the pages' group_wait are the shipped ones;
 what the Alertmanager copy changes is in ``paging.alertmanager_config``.
 
 Network safety: the lab's addresses are in a /24 of 198.19.128.0/17 (RFC 2544) on the
@@ -23,6 +24,7 @@ import contextlib
 import ipaddress
 import secrets
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,7 +49,9 @@ pytestmark = [
                               "(tests/run.sh installs them)"),
 ]
 
-WAIT = 60.0  # seconds, at most, for any one condition
+# seconds, at most, for any one condition: a "resolved" comes a minute after the repair
+# (the rules' keep_firing_for) plus the group's group_interval
+WAIT = 100.0
 
 PROVINCE, NORTH, SOUTH = "bn-tinh-uy", "bn-tpbn", "bn-giabinh"
 BEHIND_NORTH = ["bn-tpbn-phuong-vu-ninh", "bn-tpbn-phuong-dap-cau"]
@@ -116,6 +120,20 @@ class World:
         inventory = self.path.inventory
         text = yaml.safe_load(inventory.read_text(encoding="utf-8"))
         text["schedule"] = schedule(in_session)
+        temporary = inventory.with_suffix(".tmp")
+        temporary.write_text(yaml.safe_dump(text, allow_unicode=True), encoding="utf-8")
+        temporary.replace(inventory)
+        self.path.reload_vcmon()
+
+    def set_maintenance(self, site: str | None) -> None:
+        """Put ``site`` into a maintenance window (None: no window) and reload vcmon."""
+        inventory = self.path.inventory
+        text = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+        now = datetime.now(UTC)
+        text["schedule"]["maintenance"] = [] if site is None else [
+            {"sites": [site], "start": (now - timedelta(minutes=1)).isoformat(timespec="seconds"),
+             "end": (now + timedelta(minutes=30)).isoformat(timespec="seconds"),
+             "reason": "thay bộ định tuyến"}]
         temporary = inventory.with_suffix(".tmp")
         temporary.write_text(yaml.safe_dump(text, allow_unicode=True), encoding="utf-8")
         temporary.replace(inventory)
@@ -299,3 +317,95 @@ def test_a_degraded_link_warns_outside_a_session_and_pages_in_one(world: World) 
         [("oncall-south", "VcmonSiteDegraded", SLOW)]
     assert len([n for n in world.webhook.notes() if n.receiver == "technicians"
                 and n.at >= start and n.alerts()]) == 1
+
+
+def test_maintenance_by_reload_is_told_as_such_not_resolved(world: World) -> None:
+    """A dead link put into maintenance by a reload: the on-call group hears "in
+    maintenance", never "resolved", while the link is still dead."""
+    start = time.monotonic()
+    world.set(LOST, "down")
+    try:
+        world.wait(f"a page for {LOST}", lambda: world.webhook.about("VcmonSiteDown", LOST))
+        reloaded = time.monotonic()
+        world.set_maintenance(LOST)
+        [(note, alert)] = world.wait("the maintenance notification", lambda: world.webhook.about(
+            "VcmonSiteInMaintenance", LOST))
+        assert note.receiver == "oncall-south"
+        assert alert["labels"]["severity"] == "info"
+        assert alert["annotations"]["summary_vi"].startswith("Đang bảo trì (chưa khắc phục)")
+        # past keep_firing_for and a group_interval: a "resolved" would be here by now
+        time.sleep(max(0.0, reloaded + 75.0 - time.monotonic()))
+        assert world.status(LOST) == "maintenance"
+        assert [n for n, _ in world.webhook.about("VcmonSiteDown", LOST, "resolved")
+                if n.at >= start] == []
+    finally:
+        world.set_maintenance(None)
+        world.set(LOST, "up")
+    world.wait(f"{LOST} ok again", lambda: world.status(LOST) == "ok")
+
+
+def test_no_site_alert_resolves_because_vcmon_or_prometheus_stopped(world: World) -> None:
+    """A dead commune and a degraded one stay firing through vcmon stopped (SIGTERM),
+    vcmon killed (SIGKILL) and a Prometheus restart: zero "resolved" while the links
+    are still bad; VcmonExporterDown pages instead. Runs last: it restarts vcmon."""
+    stopped_for = 75.0  # past keep_firing_for (1 m) and a group_interval
+    start = time.monotonic()
+    world.switch_session(in_session=False)
+    world.set(LOST, "down")
+    world.set(SLOW, "delay=200ms")
+    timing: list[str] = []
+
+    def resolved() -> list[tuple[str, str]]:
+        return [(alert["labels"]["alertname"], alert["labels"]["site"])
+                for note in world.webhook.notes() if note.at >= start
+                for alert in note.alerts("resolved")
+                if alert["labels"].get("site") in (LOST, SLOW)
+                and alert["labels"]["alertname"] != "VcmonSiteInMaintenance"]
+
+    def bad_again() -> bool:
+        return world.status(LOST) == "down" and world.status(SLOW) == "degraded"
+
+    try:
+        world.wait(f"a page for {LOST}", lambda: world.webhook.about("VcmonSiteDown", LOST))
+        world.wait(f"a warning for {SLOW}", lambda: world.webhook.about(
+            "VcmonSiteDegraded", SLOW, severity="warning"))
+
+        stop = time.monotonic()
+        world.path.stop("vcmon", signal.SIGTERM)
+        [(note, _)] = world.wait("VcmonExporterDown pages", lambda: [
+            (n, a) for n, a in world.pages_since(stop)
+            if a["labels"]["alertname"] == "VcmonExporterDown"])
+        timing.append(f"vcmon stopped → VcmonExporterDown page {note.at - stop:.1f} s")
+        time.sleep(max(0.0, stop + stopped_for - time.monotonic()))
+        assert resolved() == [], resolved()
+        world.path.restart("vcmon")
+        world.wait("the links bad again in Prometheus", bad_again)
+        timing.append(f"vcmon stopped {time.monotonic() - stop:.0f} s in all: 0 resolved")
+
+        kill = time.monotonic()
+        world.path.stop("vcmon", signal.SIGKILL)  # the scrape target dies
+        time.sleep(10.0)
+        world.path.restart("vcmon")
+        world.wait("the links bad again in Prometheus", bad_again)
+        time.sleep(max(0.0, kill + stopped_for - time.monotonic()))
+        assert resolved() == [], resolved()
+        timing.append(f"vcmon killed, back after 10 s, watched {time.monotonic() - kill:.0f} s: "
+                      "0 resolved")
+
+        restart = time.monotonic()
+        world.path.stop("prometheus", signal.SIGTERM)
+        world.path.restart("prometheus")
+        world.wait("Prometheus sends to Alertmanager again", world.path.alertmanager_discovered)
+        time.sleep(max(0.0, restart + stopped_for - time.monotonic()))
+        assert resolved() == [], resolved()
+        timing.append(f"Prometheus restarted, watched {time.monotonic() - restart:.0f} s: "
+                      "0 resolved")
+        # still firing in Alertmanager, not expired
+        firing = {(a["labels"]["alertname"], a["labels"].get("site"))
+                  for a in world.path.am_alerts() if a["status"]["state"] != "unprocessed"}
+        assert ("VcmonSiteDown", LOST) in firing, firing
+    finally:
+        world.set(LOST, "up")
+        world.set(SLOW, f"delay={DELAY['commune'] * 1000:g}ms")
+        print("\n".join(timing))
+

@@ -194,3 +194,24 @@ def test_dashboard_provider_loads_files() -> None:
     [entry] = provider["providers"]
     assert entry["type"] == "file"
     assert Path(entry["options"]["path"]).is_absolute()
+
+
+def test_the_district_dashboard_links_in_and_out() -> None:
+    """overview → district → site → back: each hop is a link on a panel people click."""
+    def urls(panel: Json) -> str:
+        return json.dumps([panel.get("links", []),
+                           panel["fieldConfig"]["defaults"].get("links", [])])
+
+    def panel(name: str, title: str, kind: str = "stat") -> Json:
+        [found] = [p for p in panels(committed()[name])
+                   if p["title"] == title and p["type"] == kind]
+        return found
+
+    assert "/d/vcmon-district?" in urls(panel("overview.json", "${district:text}"))
+    grid = panel("district.json", "Sites of the district")
+    assert "/d/vcmon-site?" in urls(grid) and "/d/vcmon-overview?" in urls(grid)
+    status = panel("site.json", "Status")
+    assert "/d/vcmon-district?" in urls(status) and "/d/vcmon-overview?" in urls(status)
+    # above the fold: the grid is in the district dashboard's first rows
+    assert grid["gridPos"]["y"] < 10
+

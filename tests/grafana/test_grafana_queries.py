@@ -397,7 +397,15 @@ def test_overview_counts_add_up_to_the_inventory(scenario: Scenario) -> None:
     assert sites == sum(statuses) == 240
     not_ok = _panel("overview.json", "Not ok now")
     rows = scenario.query(substitute(not_ok["targets"][0]["expr"], values))
-    assert len(rows) == 240 - by_status["ok"]
+    # the down uplink's communes are folded behind it: it is one row, with their count
+    unreachable = scenario.expected["unreachable"]
+    assert len(rows) == 240 - by_status["ok"] - len(unreachable)
+    assert not {r["metric"]["site"] for r in rows} & set(unreachable)
+    [behind] = [t for t in not_ok["targets"] if "unreachable_behind" in t["expr"]]
+    uplink = scenario.expected["down"][0]
+    counts = {r["metric"]["site"]: float(r["value"][1])
+              for r in scenario.query(substitute(behind["expr"], values))}
+    assert counts[uplink] == len(unreachable)
     since = {r["metric"]["site"]: float(r["value"][1]) / 1000 for r in rows}
     assert all(time.time() - 300 < t <= time.time() for t in since.values())
     ready = _panel("overview.json", "Ready")
@@ -412,6 +420,10 @@ def test_worst_ten_rank_ten_named_sites(scenario: Scenario) -> None:
                                            values))
         assert len(series) == 10, title
         assert all(s["metric"]["name"] for s in series), title
+        # the sites with panels of their own stay out: no 100 % loss, no MOS 1
+        out = {site for status in ("down", "unreachable", "maintenance")
+               for site in scenario.expected[status]}
+        assert not {s["metric"]["site"] for s in series} & out, title
 
 
 def test_variables_list_every_district_and_site(scenario: Scenario) -> None:
@@ -436,3 +448,39 @@ def test_site_metadata_has_every_label_it_shows(scenario: Scenario) -> None:
                for label in series["metric"]}
     kept = metadata["transformations"][0]["options"]["keepLabels"]
     assert set(kept) <= present, set(kept) - present
+
+
+def test_the_smoke_band_is_the_spread_vcmon_measured(scenario: Scenario) -> None:
+    """The site dashboard's smoke band against vcmon's own window statistics, for the
+    healthy communes of the lab (RTT 15-60 ms, jitter a tenth of it): its edges and its
+    median within 10 % of the RTT. Percentiles interpolated in the histogram's buckets,
+    which double in width, drew a 41 ms link as 27-50 ms."""
+    smoke = _panel("site.json", "Latency smoke")
+    healthy = [s["id"] for s in scenario.sites if s["tier"] == "commune"
+               and not any(s["id"] in sites for sites in scenario.expected.values())]
+    assert len(healthy) > 100
+    for site in healthy[::20]:
+        window = {stat: scenario.value(f'vcmon_site_rtt_seconds{{site="{site}", '
+                                       f'stat="{stat}"}}')
+                  for stat in ("min", "median", "max")}
+        drawn = {t["legendFormat"]: scenario.value(substitute(t["expr"], {"site": site}))
+                 for t in smoke["targets"] if t["legendFormat"] != "loss"}
+        rtt = window["median"]
+        errors = {"low edge": min(drawn.values()) - window["min"],
+                  "median": drawn["median"] - window["median"],
+                  "high edge": max(drawn.values()) - window["max"]}
+        assert all(abs(e) < 0.1 * rtt for e in errors.values()), (site, rtt, errors)
+
+
+def test_a_down_uplink_reads_down_not_no_data(scenario: Scenario) -> None:
+    rtt = _panel("district.json", "Uplink RTT")
+    uplink = scenario.expected["down"][0]
+    [sample] = scenario.query(substitute(rtt["targets"][0]["expr"], {"district": uplink}))
+    value = sample["value"][1]
+    texts = rtt["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert texts[str(int(float(value)))]["text"] == "down"
+    healthy = next(d for d in scenario.districts if d != uplink
+                   and d not in scenario.expected["maintenance"])
+    [sample] = scenario.query(substitute(rtt["targets"][0]["expr"], {"district": healthy}))
+    assert 0 < float(sample["value"][1]) < 0.1  # an RTT in seconds
+

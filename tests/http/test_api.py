@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from monitor.http.api import register_routes
 from monitor.inventory import Config, parse_config
 from monitor.status.health import HealthTracker
-from monitor.status.records import site_records, tallies
+from monitor.status.records import site_records, tallies, to_act_on
 from monitor.status.sites import SiteTable
 from probes import Outcome, ProbeResult
 from tests.status.test_streams import stream
@@ -126,6 +126,32 @@ async def test_summary_counts(client: TestClient[web.Request, web.Application]) 
     assert body["report_times"] == ["08:45", "14:45"]
 
 
+async def test_summary_folds_an_outage_behind_its_root_cause(
+        client: TestClient[web.Request, web.Application]) -> None:
+    """One down district reads as one line with its count; the unreachable sites behind
+    it are folded under it, maintenance is its own list, not something to act on."""
+    body = await _get(client, "/api/v1/summary")
+    lines = [(a["id"], a["status"], a["behind"], a["behind_sites"]) for a in body["to_act_on"]]
+    assert lines == [("dist", "down", 2, ["x-ok", "x-behind"]), ("x-new", "unknown", 0, [])]
+    assert [m["id"] for m in body["maintenance"]] == ["x-maint"]
+    assert {d["id"]: d["to_act_on"] for d in body["by_district"]} == \
+        {"prov": 0, "dist": 1, "x-new": 1}
+    assert body["demo"] is False
+
+
+def test_degraded_links_come_right_after_the_root_causes() -> None:
+    records = [
+        {"id": i, "name": i, "tier": tier, "district": "d", "district_name": "D",
+         "status": status, "reason": "", "since": None, "root_cause": root,
+         "unreachable_behind": 0}
+        for i, tier, status, root in [
+            ("c1", "commune", "degraded", None), ("d", "district", "down", None),
+            *[(f"u{k}", "commune", "unreachable", "d") for k in range(19)],
+            ("far", "commune", "unreachable", "other-shard"), ("p", "province", "ok", None)]]
+    assert [(a["id"], a["behind"]) for a in to_act_on(records)] == \
+        [("d", 19), ("far", 0), ("c1", 0)]
+
+
 async def test_board_and_openapi_are_served(
         client: TestClient[web.Request, web.Application]) -> None:
     board = await client.get("/")
@@ -148,7 +174,7 @@ def test_openapi_lists_exactly_the_fields_served() -> None:
     assert set(schemas["Site"]["required"]) == set(record) == set(schemas["Site"]["properties"])
     assert set(schemas["Window"]["required"]) == set(record["window"])
     summary_keys = set(tallies([record])) | {"generated_at", "timestamp", "timezone",
-                                              "report_times", "conferences"}
+                                              "report_times", "conferences", "demo"}
     assert set(schemas["Summary"]["required"]) == summary_keys
 
 

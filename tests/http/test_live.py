@@ -62,6 +62,41 @@ def test_board_shows_every_site_and_turns_a_tile_red(lab: Province, tmp_path: Pa
     assert (tmp_path / "board-c-board-down.png").stat().st_size > 10_000
 
 
+@pytest.mark.skipif(chromium_binary() is None, reason="needs Debian's chromium")
+def test_board_folds_a_district_outage_behind_its_uplink(lab: Province, tmp_path: Path) -> None:
+    """One district down reads as one line with its count; the degraded link stays in
+    the list; the badges count what needs a call and show maintenance apart."""
+    lab.silence("a")
+    lab.wait_for(lambda: lab.statuses()["a1"] == "unreachable"
+                 and lab.statuses()["dist-a"] == "down", 20)
+    with Browser(prefix=lab.hub.command([])) as browser:
+        browser.open(f"{DAEMON}/")
+        browser.wait_for("document.querySelector('#problems li[data-site=\"dist-a\"]') !== null",
+                         10)
+        browser.screenshot(tmp_path / "board-district-down.png")
+        lines = browser.evaluate(
+            "[...document.querySelectorAll('#problems > li')].map(li => li.dataset.site)")
+        assert lines.count("dist-a") == 1
+        assert not {"a1", "a2", "a3"} & set(lines)  # folded under their uplink
+        assert "b-slow" in lines  # the degraded link is still on screen
+        assert lines.index("dist-a") < lines.index("b-slow")
+        dist_a = browser.evaluate(
+            "document.querySelector('#problems li[data-site=\"dist-a\"]').innerText")
+        assert "Huyện ủy Tiên Du — Mất kết nối" in dist_a
+        assert "3 điểm cầu phía sau mất kết nối" in dist_a
+        badge = "document.querySelector('section[data-district=\"{}\"] .{}').textContent"
+        assert browser.evaluate(badge.format("dist-a", "bad")) == "✖ 1"
+        statuses = lab.statuses()
+        acting = sum(1 for s in SITES if s.get("parent") == "dist-b"
+                     and statuses[s["id"]] in {"down", "degraded", "unknown"})
+        assert browser.evaluate(badge.format("dist-b", "bad")) == f"✖ {acting}"
+        assert browser.evaluate(badge.format("dist-b", "maint")) == "⚒ 1"
+        assert "Bằng An" in browser.evaluate("document.getElementById('maintenance').innerText")
+        # a real inventory: no demo banner
+        assert browser.evaluate("document.body.classList.contains('is-demo')") is False
+        assert browser.errors() == []
+
+
 def test_english_board(lab: Province) -> None:
     if chromium_binary() is None:
         pytest.skip("needs Debian's chromium")

@@ -14,7 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.daemon import Daemon
-from monitor.inventory import load_config
+from monitor.inventory import load_config, parse_config
+from monitor.inventory.schema import DEMO_SOURCE
 from tests.conftest import free_port
 from tests.mqtt.broker import Broker, skip_unless_mosquitto
 from tests.mqtt.common import (
@@ -155,5 +156,19 @@ async def test_a_reload_publishes_new_sites_and_clears_removed_ones(tmp_path: Pa
                     "vcmon/sites/s2/state", "vcmon/sites/s3/state", "vcmon/sites/s4/state"]
                 assert json.loads(retained["vcmon/reports"]) == {
                     "at": "2026-03-27T08:45:00+07:00", "ready": 3}
+            finally:
+                subscriber.close()
+
+
+async def test_a_demo_says_so_on_the_status_topic(tmp_path: Path) -> None:
+    with Broker(tmp_path) as broker:
+        demo = parse_config(inventory(broker.port, sites=2), DEMO_SOURCE)
+        daemon = daemon_for(demo)
+        async with running(daemon):
+            await until(lambda: sample(daemon, "vcmon_mqtt_connected") == 1, 10, "connected")
+            subscriber = Subscriber(tmp_path, broker.port, "vcmon/status")
+            try:
+                await until(lambda: len(subscriber.messages()) >= 1, 10, "the status")
+                assert subscriber.messages()[-1]["payload"] == "online demo"
             finally:
                 subscriber.close()

@@ -158,7 +158,9 @@ def test_without_prometheus_the_report_says_so(run: Run) -> None:
     assert report["counts"]["down"] == 2
     code, out, err = run.report("--format", "md", prometheus="http://127.0.0.1:1")
     assert code == 0, err
-    assert "Không có số liệu lịch sử" in out and "cannot read http://127.0.0.1:1" in out
+    assert "Không có số liệu lịch sử" in out and \
+        "không đọc được số liệu từ Prometheus (http://127.0.0.1:1)" in out
+    assert "cannot read" not in out  # the library's English stays out of the Vietnamese
 
 
 def test_csv_opens_with_vietnamese_intact(run: Run) -> None:
@@ -213,10 +215,23 @@ def test_html_is_one_self_contained_page(run: Run) -> None:
     assert "size: A4" in text
     totals, _, _, not_ready, history = parser.tables
     assert totals[1][0] == "Toàn tỉnh" and totals[1][1] == "4"  # ready, overall
-    assert len(not_ready) - 1 == 7
+    # dist-a once with its three communes folded under it, b-far, b-slow, b-maint
+    assert [row[1].rsplit("(", 1)[1].rstrip(")") for row in not_ready[1:]] == \
+        ["dist-a", "b-far", "b-slow", "b-maint"]
+    assert "3 điểm cầu phía sau mất kết nối theo: UBND xã Lạc Vệ" in not_ready[1][6]
     assert any("Nguyễn Văn Bình, 0912 345 678" in row for row in not_ready)
     troubled = {row[1].rsplit("(", 1)[1].rstrip(")") for row in history[1:]}
     assert {"b-far", "dist-a", "a1"} <= troubled and "b-ok" not in troubled
+
+
+def test_the_short_form_names_the_outage_once(run: Run) -> None:
+    code, out, err = run.report("--format", "short", "--since", _iso(run.since))
+    assert code == 0, err
+    assert "Toàn tỉnh: 4/11 sẵn sàng; Mất kết nối 2, Mất do tuyến trên 3, Suy giảm 1" in out
+    assert "✖ Huyện ủy Tiên Du: Mất kết nối, 3 điểm cầu phía sau mất kết nối theo" in out
+    assert "UBND xã Lạc Vệ" not in out
+    assert "⚒ UBND xã Bằng An" in out
+    assert len(out.splitlines()) <= 12
 
 
 def test_markdown_has_every_section(run: Run) -> None:

@@ -115,7 +115,10 @@ async def test_the_daemon_writes_every_format_and_publishes_a_summary(tmp_path: 
         "counts": report["counts"], "history_available": False,
         "not_ready": [{"id": "xa", "name": "UBND xã Lạc Vệ", "district": "xa",
                        "status": "down", "reason": "no reply to the last 4 probes"}],
-        "files": files}]
+        "files": files, "to_act_on": report["to_act_on"], "maintenance": [], "demo": False,
+        "short": published[0]["short"]}]
+    # the chat-sized text rides along, so a bot can paste it as it is
+    assert "✖ UBND xã Lạc Vệ: Mất kết nối" in published[0]["short"]
 
 
 @pytest.mark.parametrize(("status", "reason", "vi"), [

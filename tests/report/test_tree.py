@@ -66,7 +66,7 @@ def test_a_long_chain_of_parents_renders() -> None:
 
 def test_demo_inventory_is_the_notice_240_sites() -> None:
     config = default_config()
-    assert config.source == "<embedded>"
+    assert config.source == "<embedded demo>" and config.demo
     assert len(config.sites) == 240
     assert tier_counts(config) == {"province": 1, "district": 11, "commune": 171, "unit": 57}
     assert provision_counts(config) == {"vnpt": 160, "contract": 80}
