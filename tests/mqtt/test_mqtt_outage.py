@@ -35,10 +35,11 @@ class Source:
 
     table: SiteTable
     health: HealthTracker
+    config: Config
 
 
 def source_for(cfg: Config) -> Source:
-    return Source(SiteTable(cfg), HealthTracker(cfg, time.time()))
+    return Source(SiteTable(cfg), HealthTracker(cfg, time.time()), cfg)
 
 
 def flip(source: Source, cfg: Config, count: int) -> list[StateChange]:
