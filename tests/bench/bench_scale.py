@@ -77,7 +77,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _common import assert_loopback, target_addresses
-from _service import (
+from _tools import Row, fmt, machine, run_fping, table
+from service import (
     Exposition,
     Response,
     Scraper,
@@ -90,7 +91,6 @@ from _service import (
     private_network,
     require_root,
 )
-from _tools import Row, fmt, machine, run_fping, table
 
 from tests.conftest import free_port
 from tests.netns import NetNamespace

@@ -256,3 +256,29 @@ def test_chunked_rendering_is_the_same_page(scraped: tuple[Scrape, Source],
         if not seen or seen[-1] != family:
             assert family not in seen, f"{family} is split"
             seen.append(family)
+
+
+def test_plain_histogram_renders_as_prometheus_client_does() -> None:
+    """The scheduler lag, kept as plain numbers, scrapes exactly as a client Histogram."""
+    from prometheus_client import Histogram
+
+    from monitor.metrics.instance import PlainHistogram
+
+    buckets = (0.0001, 0.001, 0.01)
+    plain, client = CollectorRegistry(), CollectorRegistry()
+    lag = PlainHistogram("vcmon_scheduler_lag_seconds", "lag", buckets)
+    plain.register(lag)
+    reference = Histogram("vcmon_scheduler_lag_seconds", "lag", buckets=buckets,
+                          registry=client)
+    for value in (0.0, 0.0001, 0.0004, 0.001, 0.02, 5.0):  # bounds, between, above all
+        lag.observe(value)
+        reference.observe(value)
+
+    def samples(registry: CollectorRegistry) -> set[tuple[str, tuple[tuple[str, str], ...],
+                                                          float]]:
+        return {(s.name, tuple(sorted(s.labels.items())), s.value)
+                for s in next(iter(registry.collect())).samples
+                if not s.name.endswith("_created")}
+
+    assert samples(plain) == samples(client)
+    assert plain.get_sample_value("vcmon_scheduler_lag_seconds_bucket", {"le": "0.001"}) == 4
