@@ -3,6 +3,11 @@
 Not part of the test run; it prints figures. Run as root from the repository root:
 
     .venv/bin/python tests/bench/bench_scale.py --targets 20000 --seconds 60
+    .venv/bin/python tests/bench/bench_scale.py --targets 240 1000 --seconds 45 \
+        --tools vcmon fping smokeping-udp     # the province's own sizes, side by side
+
+Several ``--targets`` run one after another, each with every tool, and a summary table
+across the sizes closes the output (CPU per 1,000 probes of each tool, vcmon over fping).
 
 Everything runs in a throw-away network namespace with only ``lo`` (so the tens of
 thousands of packets per second stay out of every other program's raw sockets), on N
@@ -15,7 +20,13 @@ every target once per second for ``--seconds``, one tool after another:
   sockets allowed in the namespace (``ping_group_range`` 0-2147483647, Debian 12's
   default), so it uses them; ``vcmon-raw``: the same with them forbidden (the kernel's
   default), so it falls back to a raw socket. ``/metrics`` is scraped every
-  ``--scrape-every`` s (5) with ``Accept-Encoding: gzip`` throughout, as Prometheus does.
+  ``--scrape-every`` s (5) with ``Accept-Encoding: gzip`` throughout, as Prometheus does,
+  and the JSON API's summary and site list are fetched after each scrape; health runs as
+  always, and vcmon publishes to a real Mosquitto in the namespace (``--no-mqtt``: not).
+  Right after the window, ``tcpdump`` on ``lo`` records the echo requests of
+  ``--spread-seconds`` (2) intervals: the spread of their send times over the interval
+  is printed as the largest gap between their distribution and the uniform one (KS
+  distance, 10 % at most) and the most sent in one 10 ms slot against the uniform mean.
 - ``fping``: as in ``bench_engine.py`` (one process per 5,000 targets).
 - ``smokeping-udp``: Debian's ``prometheus-smokeping-prober --no-privileged`` (ICMP
   datagram sockets, ``ping_group_range`` open as for vcmon; 0.6.1 reads
@@ -63,10 +74,12 @@ cycles, and the time from SIGTERM to exit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,7 +90,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _common import assert_loopback, target_addresses
-from _tools import Row, fmt, machine, run_fping, table
+from _tools import Row, cpu_ratio, fmt, fmt_rtt, machine, run_fping, table
 from service import (
     Exposition,
     Response,
@@ -93,6 +106,7 @@ from service import (
 )
 
 from tests.conftest import free_port
+from tests.mqtt.broker import Broker
 from tests.netns import NetNamespace
 
 TOOLS = ("vcmon", "vcmon-raw", "fping", "smokeping-udp", "smokeping-raw")
@@ -114,9 +128,14 @@ def vcmon_binary() -> str:
 
 
 def inventory(addresses: list[str], interval: float, timeout: float,
-              renamed: int | None = None) -> str:
-    """One unit per address; ``renamed``: that site's name changed (a 1-site edit)."""
-    lines = [f"defaults: {{interval: {interval:g}s, timeout: {timeout:g}s}}", "sites:"]
+              renamed: int | None = None, mqtt_port: int | None = None) -> str:
+    """One unit per address; ``renamed``: that site's name changed (a 1-site edit);
+    ``mqtt_port``: publish to the broker there."""
+    lines = [f"defaults: {{interval: {interval:g}s, timeout: {timeout:g}s}}"]
+    if mqtt_port is not None:
+        lines.append(f"mqtt: {{host: 127.0.0.1, port: {mqtt_port}, prefix: vcmon-bench, "
+                     "client_id: vcmon-bench}")
+    lines.append("sites:")
     for i, address in enumerate(addresses):
         name = f"Bench site {i}" + (" (renamed)" if i == renamed else "")
         lines.append(f"  - {{id: s{i:05d}, name: {name}, tier: unit, address: {address}}}")
@@ -132,6 +151,31 @@ def socket_mode(log: Path) -> str:
             except ValueError:
                 break
     return "?"
+
+
+def send_spread(interval: float, intervals: float) -> dict[str, Any]:
+    """Echo requests on ``lo`` for ``intervals`` x ``interval`` s, by tcpdump: how evenly
+    their send times cover the interval (phase = time since the capture's start, modulo
+    the interval)."""
+    try:
+        capture = subprocess.run(
+            ["timeout", f"{interval * intervals:g}", "tcpdump", "-i", "lo", "-nn", "-tt", "-q",
+             "-l", "icmp[icmptype] == icmp-echo"], capture_output=True, text=True,
+            timeout=interval * intervals + 30)
+    except FileNotFoundError:
+        return {"spread": "tcpdump not found"}
+    times = [float(line.split()[0]) for line in capture.stdout.splitlines() if line[:1].isdigit()]
+    if len(times) < 10:
+        return {"spread": f"{len(times)} packets captured"}
+    start = times[0]
+    phases = sorted(((t - start) % interval) / interval for t in times)
+    n = len(phases)
+    ks = max(max(abs(ph - i / n), abs(ph - (i + 1) / n)) for i, ph in enumerate(phases))
+    slots = [0] * 100
+    for ph in phases:
+        slots[min(99, int(ph * 100))] += 1
+    return {"spread_ks_percent": round(ks * 100, 2), "spread_packets": n,
+            "spread_max_per_10ms": max(slots), "spread_uniform_per_10ms": round(n / 100, 1)}
 
 
 def window_row(tool: str, targets: int, service: Service, scraper: Scraper) -> Row | None:
@@ -177,7 +221,7 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
     tool = "vcmon-raw" if raw else "vcmon"
     ping_sockets(ns, allowed=not raw)
     config = work / f"{tool}.yaml"
-    config.write_text(inventory(addresses, 1.0, args.timeout))
+    config.write_text(inventory(addresses, 1.0, args.timeout, mqtt_port=args.mqtt_port))
     port = free_port()
     service = Service([vcmon_binary(), "run", "--config", str(config), "--listen",
                        f"127.0.0.1:{port}", "--log-format", "json"], work / f"{tool}.log",
@@ -187,16 +231,19 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
     if ready is None:
         service.stop()
         return failed_row(tool, len(addresses), "no start", service), []
-    scraper = Scraper(service, args.scrape_every).start()
+    scraper = Scraper(service, args.scrape_every,
+                      also=("/api/v1/summary", "/api/v1/sites")).start()
     time.sleep(args.seconds + args.scrape_every / 2)
     scraper.stop()
     row = window_row(tool, len(addresses), service, scraper)
     if row is None:
         service.stop()
         return failed_row(tool, len(addresses), "no scrape", service), []
+    row.notes.update(send_spread(1.0, args.spread_seconds))
     # Reloads after the window, so that they do not count in it.
     unchanged = service.post("/-/reload", timeout=120)
-    config.write_text(inventory(addresses, 1.0, args.timeout, renamed=0))
+    config.write_text(inventory(addresses, 1.0, args.timeout, renamed=0,
+                                mqtt_port=args.mqtt_port))
     renamed = service.post("/-/reload", timeout=120)
     time.sleep(2.0)  # what the reloads did to the schedule shows in the next page
     after = service.get("/metrics", gzip_ok=True)
@@ -236,6 +283,7 @@ def vcmon_details(row: Row, first: Exposition, last: Exposition, scraper: Scrape
                   after: Exposition | None, stopped: Stopped) -> list[str]:
     lag = bucket_delta(last.buckets("vcmon_scheduler_lag_seconds"),
                        first.buckets("vcmon_scheduler_lag_seconds"))
+    row.notes["lag_p99"] = _bound(lag)
     render = bucket_delta(last.buckets("vcmon_metrics_render_seconds"),
                           first.buckets("vcmon_metrics_render_seconds"))
     render_count = render.get(float("inf"), 0.0)
@@ -254,6 +302,10 @@ def vcmon_details(row: Row, first: Exposition, last: Exposition, scraper: Scrape
         f"  scheduler lag over the window (scraped every {scraper.every:g} s): p50 "
         f"{_bound(lag, 0.5)} s, p99 {_bound(lag)} s, {lag.get(float('inf'), 0):.0f} wake-ups; "
         f"skipped cycles {row.notes['skipped_cycles']:.0f}",
+        f"  send times over one interval ({row.notes.get('spread_packets', 0)} requests on lo): "
+        f"{row.notes.get('spread_ks_percent', '-')} % from uniform (KS distance; target "
+        f"<= 10 %), at most {row.notes.get('spread_max_per_10ms', '-')} in one 10 ms slot "
+        f"(uniform: {row.notes.get('spread_uniform_per_10ms', '-')})",
         "  reload (POST /-/reload): " + ", ".join(
             f"{what} {r.seconds:.2f} s (HTTP {r.status})"
             for what, r in zip(("unchanged", "1 site renamed"), reloads, strict=True)),
@@ -361,7 +413,8 @@ def _max_bucket(buckets: dict[float, float]) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", type=int, default=20000, help="loopback targets (20000)")
+    parser.add_argument("--targets", type=int, nargs="+", default=[20000],
+                        help="loopback targets (20000); several sizes run one after another")
     parser.add_argument("--seconds", type=int, default=60, help="per tool (60)")
     parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
     parser.add_argument("--timeout", type=float, default=1.0, help="per-probe timeout, s")
@@ -371,14 +424,48 @@ def parse_args() -> argparse.Namespace:
                         help="targets for smokeping in raw mode (1000; see above)")
     parser.add_argument("--fping-interval", type=float, metavar="MS",
                         help="fping -i (default: fit a round into 0.9 s, see bench_engine)")
+    parser.add_argument("--no-mqtt", dest="mqtt", action="store_false",
+                        help="vcmon without its MQTT publisher (default: a Mosquitto in the "
+                             "namespace)")
+    parser.add_argument("--spread-seconds", type=float, default=2.0,
+                        help="intervals of echo requests captured for the spread (2)")
     parser.add_argument("--keep", metavar="DIR", help="keep inventories and logs here")
     parser.add_argument("--json", metavar="FILE", help="also write all results here")
     args = parser.parse_args()
-    if not 10 <= args.seconds <= 3600 or not 1 <= args.targets <= 62500:
+    if not 10 <= args.seconds <= 3600 or not all(1 <= n <= 62500 for n in args.targets):
         parser.error("--seconds must be 10..3600 and --targets 1..62500")
     if not 1 <= args.scrape_every <= args.seconds / 2:
         parser.error("--scrape-every must be at least 1 s and at most half of --seconds")
     return args
+
+
+def summary(by_size: dict[int, list[Row]]) -> str:
+    """The sizes side by side: CPU-s per 1,000 probes of each tool, vcmon over fping."""
+    tools = [t for t in TOOLS if any(r.tool.split()[0] == t for rows in by_size.values()
+                                     for r in rows)]
+    lines = ["== summary: CPU-s per 1,000 probes (% of one core); RTT median / p99 ms",
+             "| sites | " + " | ".join(tools) + " | vcmon ÷ fping | vcmon RTT med/p99 | "
+             "fping RTT med/p99 | vcmon send spread | vcmon lag p99 |",
+             "|---" * (len(tools) + 6) + "|"]
+    for size, rows in by_size.items():
+        found = {r.tool.split()[0]: r for r in rows}
+        cells = [f"{fmt(r.cpu_per_1k, 4)} ({fmt(r.cpu_percent)} %)" if (r := found.get(t))
+                 else "-" for t in tools]
+        vcmon, fping = found.get("vcmon"), found.get("fping")
+        ratio = cpu_ratio(vcmon, rows) if vcmon else None
+
+        def rtt(row: Row | None) -> str:
+            if row is None:
+                return "-"
+            return (f"{fmt_rtt(row.rtt_median_ms)} / {'<=' if row.rtt_p99_is_bound else ''}"
+                    f"{fmt_rtt(row.rtt_p99_ms)}")
+
+        spread = (f"{vcmon.notes['spread_ks_percent']} %" if vcmon
+                  and "spread_ks_percent" in vcmon.notes else "-")
+        lag = vcmon.notes.get("lag_p99", "-") if vcmon else "-"
+        lines.append(f"| {size:,} | " + " | ".join(cells) + f" | {fmt(ratio, 2)}x | "
+                     f"{rtt(vcmon)} | {rtt(fping)} | {spread} | {lag} s |")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -388,39 +475,45 @@ def main() -> int:
         print(f"{SMOKEPING} not found: apt-get install prometheus-smokeping-prober",
               file=sys.stderr)
         return 2
-    addresses = target_addresses(args.targets)
-    assert_loopback(addresses)
     print(machine(), flush=True)
-    rows: list[Row] = []
+    by_size: dict[int, list[Row]] = {}
     details: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, \
-            private_network("vcmon-bscale") as ns:
+            private_network("vcmon-bscale") as ns, contextlib.ExitStack() as stack:
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for address in (addresses[0], addresses[-1]):
-            if ns.route_device(address) != "lo":
-                raise SystemExit(f"refusing to probe: {address} does not route via lo")
-        target_file = work / "targets"
-        target_file.write_text("\n".join(addresses) + "\n")
-        for tool in args.tools:
-            time.sleep(5.0)  # let the previous tool's packets, exit and load settle
-            load = os.getloadavg()[0]
-            row, lines = run_tool(tool, args, addresses, ns, work, target_file)
-            row.notes["loadavg_before"] = round(load, 2)
-            if row.status == "ok" and (row.rate_percent or 0) < 99:
-                row.status = "behind"
-            rows.append(row)
-            details += lines
-            print(f"  ... {row.tool}: {row.status}, {row.cpu:.1f} CPU-s", flush=True)
-    print(table(rows, f"{args.targets} loopback targets x 1 probe/s, {args.seconds} s per "
-                      f"tool; daemons' /metrics scraped every {args.scrape_every:g} s"))
+        args.mqtt_port = stack.enter_context(Broker(work)).port if args.mqtt else None
+        for size in args.targets:
+            addresses = target_addresses(size)
+            assert_loopback(addresses)
+            for address in (addresses[0], addresses[-1]):
+                if ns.route_device(address) != "lo":
+                    raise SystemExit(f"refusing to probe: {address} does not route via lo")
+            target_file = work / "targets"
+            target_file.write_text("\n".join(addresses) + "\n")
+            rows = by_size[size] = []
+            for tool in args.tools:
+                time.sleep(5.0)  # let the previous tool's packets, exit and load settle
+                load = os.getloadavg()[0]
+                row, lines = run_tool(tool, args, addresses, ns, work, target_file)
+                row.notes["loadavg_before"] = round(load, 2)
+                if row.status == "ok" and (row.rate_percent or 0) < 99:
+                    row.status = "behind"
+                rows.append(row)
+                details += lines
+                print(f"  ... {size} {row.tool}: {row.status}, {row.cpu:.1f} CPU-s", flush=True)
+            print(table(rows, f"{size} loopback targets x 1 probe/s, {args.seconds} s per "
+                              f"tool; daemons' /metrics scraped every {args.scrape_every:g} s"
+                              f"{', vcmon publishing to MQTT' if args.mqtt else ''}"))
     print("\n".join(details))
+    print(summary(by_size))
     print(f"loadavg after: {os.getloadavg()[0]:.2f} (other programs share this machine)")
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"machine": machine(), "details": details,
              "results": [{**asdict(r), "cpu_per_1k": r.cpu_per_1k, "cpu_percent": r.cpu_percent,
-                          "rate_percent": r.rate_percent} for r in rows]}, indent=2) + "\n")
+                          "rate_percent": r.rate_percent} for rows in by_size.values()
+                         for r in rows]}, indent=2) + "\n")
     return 0
 
 

@@ -298,6 +298,8 @@ class Scraper:
     scrapes: list[Scrape] = field(default_factory=list)
     first: tuple[Scrape, Response] | None = None
     last: tuple[Scrape, Response] | None = None
+    # Other pages fetched after each scrape (a client of the JSON API, say)
+    also: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -323,5 +325,7 @@ class Scraper:
             if response.status == 200:
                 self.first = self.first or (scrape, response)
                 self.last = (scrape, response)
+            for path in self.also:
+                self.service.get(path, gzip_ok=True)
             if self._stop.wait(max(0.0, start + n * self.every - time.monotonic())):
                 return
