@@ -57,8 +57,8 @@ def _ready() -> Json:
     return stat(
         "Ready", "Share of the selected sites that are ok. Pre-flight goal: 100 %; maintenance, "
         "unknown and every other status are not ready.",
-        [Query(f"sum(vcmon_site_status{labels(equals('status', Status.OK.value), IN_DISTRICT)})\n"
-               f"  / count(vcmon_site_info{labels(IN_DISTRICT)})", legend="ready",
+        [Query(f"(sum(vcmon_site_status{labels(equals('status', Status.OK.value), IN_DISTRICT)})"
+               f" or vector(0))\n  / count(vcmon_site_info{labels(IN_DISTRICT)})", legend="ready",
                instant=True)],
         Size(4, 5), unit="percentunit", background=True,
         thresholds=steps("red", (1, "green")), extra={"decimals": 1, "min": 0, "max": 1})
