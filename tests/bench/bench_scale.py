@@ -56,7 +56,9 @@ How the columns are measured:
 - ``rate %``: resolved probes over N x window; ``recv %``: replies over resolved probes.
 - ``RTT med`` / ``RTT p99``: fping: of every reply. vcmon: the median of the per-site
   medians it exports (``vcmon_site_rtt_seconds{stat="median"}``, over its window), and
-  p99 from the window's increase of the ``vcmon_probe_rtt_seconds`` histogram.
+  p99 from the window's increase of the ``vcmon_probe_rtt_seconds`` histogram of the
+  one site in ``FULL_EVERY`` (20) that the inventory gives the full series set (the
+  others export the default budget, docs/metrics.md#series-per-site).
   smokeping: both from its ``smokeping_response_duration_seconds`` histogram. Both
   histograms have buckets 50 us x 2^n, so a histogram quantile is shown as ``<=`` the
   upper bound of its bucket (on loopback everything is in the first, 0.05 ms); the
@@ -112,6 +114,7 @@ from tests.netns import NetNamespace
 TOOLS = ("vcmon", "vcmon-raw", "fping", "smokeping-udp", "smokeping-raw")
 SMOKEPING = "prometheus-smokeping-prober"
 START_WITHIN = 120.0  # seconds a daemon may take to become ready
+FULL_EVERY = 20  # 1 site in 20 exports every series (5 %: 12 of the province's 240)
 SMOKEPING_SPARE_FILES = 256
 VCMON_FAMILIES = ("vcmon_probe_packets_sent", "vcmon_probe_packets_received",
                   "vcmon_scheduler_sends", "vcmon_site_rtt_seconds", "vcmon_probe_rtt_seconds",
@@ -131,7 +134,11 @@ def inventory(addresses: list[str], interval: float, timeout: float,
               renamed: int | None = None, mqtt_port: int | None = None) -> str:
     """One unit per address; ``renamed``: that site's name changed (a 1-site edit);
     ``mqtt_port``: publish to the broker there."""
-    lines = [f"defaults: {{interval: {interval:g}s, timeout: {timeout:g}s}}"]
+    lines = [f"defaults: {{interval: {interval:g}s, timeout: {timeout:g}s}}",
+             # every FULL_EVERY-th site exports its RTT histogram, as a province's
+             # province and district tiers do: RTT p99 comes from theirs
+             "series: {full: {sites: [" + ", ".join(
+                 f"s{i:05d}" for i in range(0, len(addresses), FULL_EVERY)) + "]}}"]
     if mqtt_port is not None:
         lines.append(f"mqtt: {{host: 127.0.0.1, port: {mqtt_port}, prefix: vcmon-bench, "
                      "client_id: vcmon-bench}")
@@ -158,16 +165,19 @@ def send_spread(interval: float, intervals: float) -> dict[str, Any]:
     their send times cover the interval (phase = time since the capture's start, modulo
     the interval)."""
     try:
+        # a second more than asked: tcpdump takes a moment to start capturing
         capture = subprocess.run(
-            ["timeout", f"{interval * intervals:g}", "tcpdump", "-i", "lo", "-nn", "-tt", "-q",
-             "-l", "icmp[icmptype] == icmp-echo"], capture_output=True, text=True,
+            ["timeout", f"{interval * intervals + 1:g}", "tcpdump", "-i", "lo", "-nn", "-tt",
+             "-q", "-l", "icmp[icmptype] == icmp-echo"], capture_output=True, text=True,
             timeout=interval * intervals + 30)
     except FileNotFoundError:
         return {"spread": "tcpdump not found"}
     times = [float(line.split()[0]) for line in capture.stdout.splitlines() if line[:1].isdigit()]
     if len(times) < 10:
         return {"spread": f"{len(times)} packets captured"}
+    # whole intervals only: a part of one would count its phases twice
     start = times[0]
+    times = [t for t in times if t < start + intervals * interval]
     phases = sorted(((t - start) % interval) / interval for t in times)
     n = len(phases)
     ks = max(max(abs(ph - i / n), abs(ph - (i + 1) / n)) for i, ph in enumerate(phases))
@@ -262,8 +272,8 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
     row.rtt_median_ms = statistics.median(medians) * 1000 if medians else None
     maxima = last.values("vcmon_site_rtt_seconds", stat="max")
     row.rtt_max_ms = max(maxima) * 1000 if maxima else None
-    hist = bucket_delta(last.buckets("vcmon_probe_rtt_seconds"),
-                        first.buckets("vcmon_probe_rtt_seconds"))
+    hist = bucket_delta(last.buckets("vcmon_probe_rtt_seconds", bucketed_only=True),
+                        first.buckets("vcmon_probe_rtt_seconds", bucketed_only=True))
     histogram_rtt(row, hist, delta("vcmon_probe_rtt_seconds_sum"),
                   delta("vcmon_probe_rtt_seconds_count"))
     row.notes.update(mode=socket_mode(service.log), sites_with_median=len(medians),
@@ -427,8 +437,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-mqtt", dest="mqtt", action="store_false",
                         help="vcmon without its MQTT publisher (default: a Mosquitto in the "
                              "namespace)")
-    parser.add_argument("--spread-seconds", type=float, default=2.0,
-                        help="intervals of echo requests captured for the spread (2)")
+    parser.add_argument("--spread-seconds", type=int, default=2,
+                        help="whole intervals of echo requests captured for the spread (2)")
     parser.add_argument("--keep", metavar="DIR", help="keep inventories and logs here")
     parser.add_argument("--json", metavar="FILE", help="also write all results here")
     args = parser.parse_args()

@@ -229,12 +229,23 @@ class Exposition:
     def values(self, name: str, **labels: str) -> list[float]:
         return [value for _, value in self.samples(name, **labels)]
 
-    def buckets(self, name: str, **labels: str) -> dict[float, float]:
-        """A histogram's cumulative buckets, summed over every series of ``name``."""
-        summed: dict[float, float] = {}
+    def buckets(self, name: str, *, bucketed_only: bool = False,
+                **labels: str) -> dict[float, float]:
+        """A histogram's cumulative buckets, summed over every series of ``name``;
+        ``bucketed_only``: over those with finite buckets only (vcmon's sites with the
+        full series set; the others have only ``+Inf``)."""
+        series: dict[str, dict[float, float]] = {}
         for label_text, value in self.samples(f"{name}_bucket", **labels):
-            le = float(_LE.search(label_text).group(1))  # type: ignore[union-attr]
-            summed[le] = summed.get(le, 0.0) + value
+            found = _LE.search(label_text)
+            assert found is not None, label_text
+            key = label_text[:found.start()] + label_text[found.end():]
+            series.setdefault(key, {})[float(found.group(1))] = value
+        summed: dict[float, float] = {}
+        for bucket in series.values():
+            if bucketed_only and len(bucket) < 2:
+                continue
+            for le, value in bucket.items():
+                summed[le] = summed.get(le, 0.0) + value
         return summed
 
 
