@@ -64,6 +64,13 @@ How the columns are measured:
   upper bound of its bucket (on loopback everything is in the first, 0.05 ms); the
   exact mean (histogram sum / count over the window) is in the notes for both.
 
+``--prometheus S``: Debian's Prometheus scrapes vcmon every S s for the whole window
+(the bench then reads the page only at the window's start, middle and end); printed:
+its CPU over the window, its resident memory, head series and last scrape time (the
+whole system's cost). ``--busy-core``: a second process keeps one core busy for the
+whole run. After each vcmon window ``/metrics`` is fetched five times gzipped and three
+times as plain text, one after another: the median wall time of each is printed.
+
 Under the table, for vcmon: start-up (process start to ``/-/healthy`` and to
 ``/-/ready``), the scrapes (wall time per scrape, page size compressed and not), its
 own ``vcmon_metrics_render_seconds``, the scheduler lag over the window
@@ -85,6 +92,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -188,6 +197,80 @@ def send_spread(interval: float, intervals: float) -> dict[str, Any]:
             "spread_max_per_10ms": max(slots), "spread_uniform_per_10ms": round(n / 100, 1)}
 
 
+def prometheus_server(work: Path, target_port: int, every: float) -> Service | None:
+    """Debian's Prometheus scraping vcmon every ``every`` s (the whole system's cost)."""
+    config = work / "prometheus.yml"
+    config.write_text(f"global: {{scrape_interval: {every:g}s, scrape_timeout: "
+                      f"{min(every, 10):g}s}}\nscrape_configs:\n  - job_name: vcmon\n"
+                      f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
+    port = free_port()
+    service = Service(["prometheus", f"--config.file={config}",
+                       f"--storage.tsdb.path={work / 'tsdb'}", "--log.level=warn",
+                       f"--web.listen-address=127.0.0.1:{port}"], work / "prometheus.log",
+                      f"http://127.0.0.1:{port}")
+    if service.wait_for("/-/ready", START_WITHIN) is None:
+        service.stop()
+        return None
+    return service
+
+
+def prometheus_notes(prometheus: Service, cpu_before: float | None,
+                     row: Row | None) -> list[str]:
+    """Prometheus's CPU over the window, its memory, series and scrape time; stops it."""
+    cpu = (prometheus.cpu() or 0.0) - (cpu_before or 0.0)
+    rss, hwm = prometheus.rss_kib() or 0, prometheus.hwm_kib() or 0
+
+    def query(expr: str) -> str:
+        answer = prometheus.get("/api/v1/query?query=" + urllib.parse.quote(expr))
+        try:
+            found = json.loads(answer.body)["data"]["result"]
+        except (ValueError, KeyError):
+            return "?"
+        return found[0]["value"][1] if found else "-"
+
+    try:
+        status = json.loads(prometheus.get("/api/v1/status/tsdb").body)
+        series = str(status["data"]["headStats"]["numSeries"])
+    except (ValueError, KeyError):
+        series = "?"
+    scrape = query('scrape_duration_seconds{job="vcmon"}')
+    scrapes = query('count_over_time(up{job="vcmon"}[1h])')
+    prometheus.stop()
+    wall = row.window if row is not None else 0.0
+    return [f"  Prometheus 2.42 scraping vcmon (window {wall:.0f} s): CPU "
+            f"{cpu / wall * 100 if wall else 0:.1f} % of a core, RSS {rss / 1024:.0f} MiB "
+            f"(peak {hwm / 1024:.0f} MiB), head series {series}, last scrape {scrape} s, "
+            f"{scrapes} scrapes"]
+
+
+def render_times(service: Service, gzipped: int = 5, plain: int = 3) -> str:
+    """After the window: /metrics fetched one after another, gzip (as Prometheus does)
+    and plain text (a client without gzip), wall time median of each."""
+    gz = sorted(service.get("/metrics", gzip_ok=True, timeout=120).seconds
+                for _ in range(gzipped))
+    text = sorted(service.get("/metrics", timeout=120).seconds for _ in range(plain))
+    return (f"  /metrics one after another: gzip p50 {gz[len(gz) // 2]:.3f} s (max "
+            f"{gz[-1]:.3f}), plain text p50 {text[len(text) // 2]:.3f} s (max {text[-1]:.3f})"
+            f"{'; one core kept busy by a second process' if BUSY else ''}")
+
+
+BUSY: list[subprocess.Popen[bytes]] = []
+
+
+@contextlib.contextmanager
+def busy_core(wanted: bool) -> Iterator[None]:
+    """A second process keeping one core busy, for the whole run (render under load)."""
+    if wanted:
+        BUSY.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+    try:
+        yield
+    finally:
+        for proc in BUSY:
+            proc.kill()
+            proc.wait()
+        BUSY.clear()
+
+
 def window_row(tool: str, targets: int, service: Service, scraper: Scraper) -> Row | None:
     """The row's CPU, window and peak RSS; None when fewer than two pages were scraped."""
     if scraper.first is None or scraper.last is None or scraper.first is scraper.last:
@@ -241,15 +324,21 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
     if ready is None:
         service.stop()
         return failed_row(tool, len(addresses), "no start", service), []
-    scraper = Scraper(service, args.scrape_every,
-                      also=("/api/v1/summary", "/api/v1/sites")).start()
-    time.sleep(args.seconds + args.scrape_every / 2)
+    prometheus = prometheus_server(work, port, args.prometheus) if args.prometheus else None
+    # With a real Prometheus scraping, the bench reads the page only at the window's
+    # start, middle and end (for its counters), so as not to add a scraper of its own.
+    every = args.seconds / 2 if prometheus else args.scrape_every
+    prometheus_cpu = prometheus.cpu() if prometheus else None
+    scraper = Scraper(service, every, also=("/api/v1/summary", "/api/v1/sites")).start()
+    time.sleep(args.seconds + min(every / 2, 2.5))
     scraper.stop()
     row = window_row(tool, len(addresses), service, scraper)
+    extra = prometheus_notes(prometheus, prometheus_cpu, row) if prometheus else []
     if row is None:
         service.stop()
         return failed_row(tool, len(addresses), "no scrape", service), []
     row.notes.update(send_spread(1.0, args.spread_seconds))
+    extra.append(render_times(service))
     # Reloads after the window, so that they do not count in it.
     unchanged = service.post("/-/reload", timeout=120)
     config.write_text(inventory(addresses, 1.0, args.timeout, renamed=0,
@@ -285,7 +374,7 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
                             reloaded, stopped)
     details.append(f"  peak RSS after the reloads {(hwm_after or 0) / 1024:.0f} MiB; "
                    f"whole life: {stopped.cpu:.1f} CPU-s")
-    return row, details
+    return row, details + extra
 
 
 def vcmon_details(row: Row, first: Exposition, last: Exposition, scraper: Scraper,
@@ -439,6 +528,11 @@ def parse_args() -> argparse.Namespace:
                              "namespace)")
     parser.add_argument("--spread-seconds", type=int, default=2,
                         help="whole intervals of echo requests captured for the spread (2)")
+    parser.add_argument("--prometheus", type=float, metavar="S",
+                        help="a real Prometheus scrapes vcmon every S s (the bench itself "
+                             "then reads the page only at the window's start, middle, end)")
+    parser.add_argument("--busy-core", action="store_true",
+                        help="a second process keeps one core busy throughout")
     parser.add_argument("--keep", metavar="DIR", help="keep inventories and logs here")
     parser.add_argument("--json", metavar="FILE", help="also write all results here")
     args = parser.parse_args()
@@ -454,7 +548,7 @@ def summary(by_size: dict[int, list[Row]]) -> str:
     tools = [t for t in TOOLS if any(r.tool.split()[0] == t for rows in by_size.values()
                                      for r in rows)]
     lines = ["== summary: CPU-s per 1,000 probes (% of one core); RTT median / p99 ms",
-             "| sites | " + " | ".join(tools) + " | vcmon ÷ fping | vcmon RTT med/p99 | "
+             "| sites | " + " | ".join(tools) + " | vcmon ÷ fping (x) | vcmon RTT med/p99 | "
              "fping RTT med/p99 | vcmon send spread | vcmon lag p99 |",
              "|---" * (len(tools) + 6) + "|"]
     for size, rows in by_size.items():
@@ -473,7 +567,7 @@ def summary(by_size: dict[int, list[Row]]) -> str:
         spread = (f"{vcmon.notes['spread_ks_percent']} %" if vcmon
                   and "spread_ks_percent" in vcmon.notes else "-")
         lag = vcmon.notes.get("lag_p99", "-") if vcmon else "-"
-        lines.append(f"| {size:,} | " + " | ".join(cells) + f" | {fmt(ratio, 2)}x | "
+        lines.append(f"| {size:,} | " + " | ".join(cells) + f" | {fmt(ratio, 2)} | "
                      f"{rtt(vcmon)} | {rtt(fping)} | {spread} | {lag} s |")
     return "\n".join(lines)
 
@@ -489,7 +583,8 @@ def main() -> int:
     by_size: dict[int, list[Row]] = {}
     details: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, \
-            private_network("vcmon-bscale") as ns, contextlib.ExitStack() as stack:
+            private_network("vcmon-bscale") as ns, contextlib.ExitStack() as stack, \
+            busy_core(args.busy_core):
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
         args.mqtt_port = stack.enter_context(Broker(work)).port if args.mqtt else None
