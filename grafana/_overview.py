@@ -67,9 +67,11 @@ def _ready() -> Json:
 def _by_tier_and_provision() -> Json:
     queries = [Query(f"count by (tier, provision) (vcmon_site_info{labels(IN_DISTRICT)})",
                      instant=True, format="table")]
+    # a status no site is in has no series: 0 for every tier and provision instead
+    zeros = f"0 * count by (tier, provision) (vcmon_site_info{labels(IN_DISTRICT)})"
     queries += [Query(f"sum by (tier, provision) "
-                      f"(vcmon_site_status{labels(equals('status', s.value), IN_DISTRICT)})",
-                      instant=True, format="table") for s in LOOKS]
+                      f"(vcmon_site_status{labels(equals('status', s.value), IN_DISTRICT)})\n"
+                      f"  or {zeros}", instant=True, format="table") for s in LOOKS]
     columns = {"tier": "Tier", "provision": "Provision", "Value #A": "Sites"}
     columns |= {f"Value #{chr(ord('B') + i)}": s.value for i, s in enumerate(LOOKS)}
     return table(
@@ -84,8 +86,10 @@ def _by_tier_and_provision() -> Json:
 def _not_ok() -> Json:
     since = named(f"1000 * vcmon_site_status_since_timestamp_seconds{labels(IN_DISTRICT)}\n"
                   f"  * on(site) group_left(status) {NOT_OK}", extra="parent")
+    # a threshold not crossed has no series (docs/metrics.md#series-per-site): 0 then
     crossed = [f"max by (site) (vcmon_site_threshold_exceeded"
-               f"{labels(equals('threshold', name), IN_DISTRICT)})\n  and on(site) {NOT_OK}"
+               f"{labels(equals('threshold', name), IN_DISTRICT)})\n  and on(site) {NOT_OK}\n"
+               f"  or on(site) 0 * max by (site) {NOT_OK}"
                for name in THRESHOLD_NAMES]
     queries = [Query(expr, instant=True, format="table") for expr in (since, *crossed)]
     columns = {"name": "Site", "status": "Status", "Value #A": "Since", "parent": "Upstream",
