@@ -21,8 +21,9 @@ every target once per second for ``--seconds``, one tool after another:
   default), so it uses them; ``vcmon-raw``: the same with them forbidden (the kernel's
   default), so it falls back to a raw socket. ``/metrics`` is scraped every
   ``--scrape-every`` s (5) with ``Accept-Encoding: gzip`` throughout, as Prometheus does,
-  and the JSON API's summary and site list are fetched after each scrape; health runs as
-  always, and vcmon publishes to a real Mosquitto in the namespace (``--no-mqtt``: not).
+  and the JSON API's summary and site list are fetched after each scrape (``--no-api``:
+  not); health runs as always, and vcmon publishes to a real Mosquitto in the namespace
+  (``--no-mqtt``: not).
   Right after the window, ``tcpdump`` on ``lo`` records the echo requests of
   ``--spread-seconds`` (2) intervals: the spread of their send times over the interval
   is printed as the largest gap between their distribution and the uniform one (KS
@@ -329,7 +330,8 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
     # start, middle and end (for its counters), so as not to add a scraper of its own.
     every = args.seconds / 2 if prometheus else args.scrape_every
     prometheus_cpu = prometheus.cpu() if prometheus else None
-    scraper = Scraper(service, every, also=("/api/v1/summary", "/api/v1/sites")).start()
+    api = ("/api/v1/summary", "/api/v1/sites") if args.api else ()
+    scraper = Scraper(service, every, also=api).start()
     time.sleep(args.seconds + min(every / 2, 2.5))
     scraper.stop()
     row = window_row(tool, len(addresses), service, scraper)
@@ -526,6 +528,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-mqtt", dest="mqtt", action="store_false",
                         help="vcmon without its MQTT publisher (default: a Mosquitto in the "
                              "namespace)")
+    parser.add_argument("--no-api", dest="api", action="store_false",
+                        help="no JSON API reads after each scrape (default: summary and sites)")
     parser.add_argument("--spread-seconds", type=int, default=2,
                         help="whole intervals of echo requests captured for the spread (2)")
     parser.add_argument("--prometheus", type=float, metavar="S",
@@ -609,7 +613,8 @@ def main() -> int:
                 print(f"  ... {size} {row.tool}: {row.status}, {row.cpu:.1f} CPU-s", flush=True)
             print(table(rows, f"{size} loopback targets x 1 probe/s, {args.seconds} s per "
                               f"tool; daemons' /metrics scraped every {args.scrape_every:g} s"
-                              f"{', vcmon publishing to MQTT' if args.mqtt else ''}"))
+                              f"{', vcmon publishing to MQTT' if args.mqtt else ''}"
+                              f"{', JSON API read after each scrape' if args.api else ''}"))
     print("\n".join(details))
     print(summary(by_size))
     print(f"loadavg after: {os.getloadavg()[0]:.2f} (other programs share this machine)")
