@@ -39,22 +39,15 @@ ResultFn = Callable[[ProbeResult], None]
 # time, so the spread over the interval stays what the phases make it.
 SLOT = 0.02
 # ... but never more than this share of the shortest interval or burst spacing among
-# the targets, so that fast lab intervals (20 ms) and burst spacings keep their shape,
+# the targets, so that fast lab intervals (20 ms) and burst spacings keep their shape.
 SLOT_SHARE = 0.05
-# ... nor more than the time in which this many probes fall due: at 20,000 sites a
-# second, 20 ms would be 400 sends and then 400 replies in one go (the loop held up
-# for ~10 ms each time); 64 is ~3 ms at 20,000 sites, the whole 20 ms below 3,200.
-SLOT_PROBES = 64
 
 
 def slot_for(targets: Iterable[Target]) -> float:
-    """The coalescing slot for these targets: ``SLOT``, or less for fast schedules and
-    for many probes a second."""
-    shortest, rate = 1.0, 0.0
-    for t in targets:
-        shortest = min(shortest, t.interval, t.burst_spacing if t.burst > 1 else t.interval)
-        rate += t.burst / t.interval
-    return min(SLOT, shortest * SLOT_SHARE, SLOT_PROBES / rate if rate else SLOT)
+    """The coalescing slot for these targets: ``SLOT`` or less for fast schedules."""
+    shortest = min((min(t.interval, t.burst_spacing if t.burst > 1 else t.interval)
+                    for t in targets), default=1.0)
+    return min(SLOT, shortest * SLOT_SHARE)
 
 
 def phase_fraction(site_id: str) -> float:
