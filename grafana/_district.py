@@ -64,7 +64,7 @@ def _uplink() -> list[Json]:
              Size(4, 5), unit=UNITS["loss"], thresholds=THRESHOLD_STEPS["loss"]),
         stat("Unreachable", "Sites of the district that are unreachable because a site "
              "upstream of them (usually this uplink) is down.",
-             [Query(f"sum(vcmon_site_upstream_down{labels(IN_DISTRICT)})",
+             [Query(f"sum({_unreachable(IN_DISTRICT)}) or vector(0)",
                     legend="unreachable", instant=True)],
              Size(4, 5), thresholds=steps("green", (1, "purple"))),
         status_counts(Size(8, 5), IN_DISTRICT),
@@ -82,6 +82,9 @@ def _status_grid() -> Json:
         thresholds=steps(LOOKS[Status.UNKNOWN].colour), extra={"links": [SITE_LINK]})
     grid["links"] = [OVERVIEW_LINK]
     return grid
+def _unreachable(*matchers: str) -> str:
+    """Sites unreachable because of an upstream site: their status says so."""
+    return f"vcmon_site_status{labels(equals('status', 'unreachable'), *matchers)}"
 
 
 def _unreachable_table() -> Json:
@@ -89,12 +92,13 @@ def _unreachable_table() -> Json:
         "Unreachable because of an upstream site",
         "Sites whose own link cannot be judged because a site between them and the "
         "province is down; the upstream column is their direct parent.",
-        [Query(named(f"vcmon_site_upstream_down{labels(IN_DISTRICT, IS_SITE)} == 1",
+        [Query(named(f"{_unreachable(IN_DISTRICT, IS_SITE)} == 1",
                      extra="parent"), instant=True, format="table")],
         Size(24, 8),
         transformations=[organize({"name": "Site", "site": "Id", "parent": "Upstream",
                                    "tier": "Tier", "provision": "Provision"},
-                                  hide=["Time", "Value", "district", "instance", "job"])],
+                                  hide=["Time", "Value", "district", "instance", "job",
+                                        "status"])],
         overrides=[override("Site", ("links", [SITE_LINK]))])
 
 

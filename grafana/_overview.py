@@ -65,8 +65,8 @@ def _ready() -> Json:
     return stat(
         "Ready", "Share of the selected sites that are ok. Pre-flight goal: 100 %; maintenance, "
         "unknown and every other status are not ready.",
-        [Query(f"sum(vcmon_site_status{labels(equals('status', Status.OK.value), IN_DISTRICT)})\n"
-               f"  / count(vcmon_site_info{labels(IN_DISTRICT)})", legend="ready",
+        [Query(f"(sum(vcmon_site_status{labels(equals('status', Status.OK.value), IN_DISTRICT)})"
+               f" or vector(0))\n  / count(vcmon_site_info{labels(IN_DISTRICT)})", legend="ready",
                instant=True)],
         Size(4, 5), unit="percentunit", background=True,
         thresholds=steps("red", (1, "green")), extra={"decimals": 1, "min": 0, "max": 1})
@@ -75,9 +75,11 @@ def _ready() -> Json:
 def _by_tier_and_provision() -> Json:
     queries = [Query(f"count by (tier, provision) (vcmon_site_info{labels(IN_DISTRICT)})",
                      instant=True, format="table")]
+    # a status no site is in has no series: 0 for every tier and provision instead
+    zeros = f"0 * count by (tier, provision) (vcmon_site_info{labels(IN_DISTRICT)})"
     queries += [Query(f"sum by (tier, provision) "
-                      f"(vcmon_site_status{labels(equals('status', s.value), IN_DISTRICT)})",
-                      instant=True, format="table") for s in LOOKS]
+                      f"(vcmon_site_status{labels(equals('status', s.value), IN_DISTRICT)})\n"
+                      f"  or {zeros}", instant=True, format="table") for s in LOOKS]
     columns = {"tier": "Tier", "provision": "Provision", "Value #A": "Sites"}
     columns |= {f"Value #{chr(ord('B') + i)}": s.value for i, s in enumerate(LOOKS)}
     return table(
@@ -92,8 +94,10 @@ def _by_tier_and_provision() -> Json:
 def _not_ok() -> Json:
     since = named(f"1000 * vcmon_site_status_since_timestamp_seconds{labels(IN_DISTRICT)}\n"
                   f"  * on(site) group_left(status) {ACT_ON}", extra="parent")
+    # a threshold not crossed has no series (docs/metrics.md#series-per-site): 0 then
     crossed = [f"max by (site) (vcmon_site_threshold_exceeded"
-               f"{labels(equals('threshold', name), IN_DISTRICT)})\n  and on(site) {ACT_ON}"
+               f"{labels(equals('threshold', name), IN_DISTRICT)})\n  and on(site) {ACT_ON}\n"
+               f"  or on(site) 0 * max by (site) {ACT_ON}"
                for name in THRESHOLD_NAMES]
     behind = (f"max by (site) (vcmon_site_unreachable_behind{labels(IN_DISTRICT)})\n"
               f"  and on(site) {ACT_ON}")

@@ -41,10 +41,11 @@ from monitor.inventory.thresholds import THRESHOLD_NAMES
 from monitor.status.health import Status
 
 SITE = labels(IS_SITE)
-# Smokeping-style bands from the window statistics vcmon exports (vcmon_site_rtt_seconds,
-# one value per window step): the outer band from the window's fastest to its slowest
-# reply, the inner one from the median to the 95th percentile. The histogram's buckets
-# double in width, and percentiles interpolated in them drew a 41 ms link as 27-50 ms.
+# Smokeping-style bands from the window statistics every site exports (vcmon_site_rtt_seconds,
+# one value per window step; the RTT histogram's buckets only come with the full series
+# set, docs/metrics.md#series-per-site): the outer band from the window's fastest to its
+# slowest reply, the inner one from the median to the 95th percentile. The histogram's
+# buckets double in width, and percentiles interpolated in them drew a 41 ms link as 27-50 ms.
 BANDS = (("min", "max"), ("median", "p95"))
 # vcmon_site_info labels worth a technician's eye, in reading order.
 INFO = ("name", "site", "address", "tier", "provision", "district", "parent", "contact_name",
@@ -130,7 +131,9 @@ def build() -> Json:
         panels=[
             *_now(),
             _smoke(), _metadata(),
-            heatmap("RTT heatmap", "Replies per histogram bucket in each interval.",
+            heatmap("RTT heatmap", "Replies per histogram bucket in each interval. Only sites "
+                    "with the full series set (inventory series: full:) export the buckets; the "
+                    "others show one +Inf bucket.",
                     Query(f"sum by (le) (increase(vcmon_probe_rtt_seconds_bucket{SITE}"
                           "[$__rate_interval]))", legend="{{le}}", format="heatmap"),
                     Size(12, 9), unit=UNITS["rtt"]),

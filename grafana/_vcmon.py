@@ -109,8 +109,8 @@ def named(expr: str, extra: str = "") -> str:
 def status_code(*matchers: str) -> str:
     """One series per site whose value is its status's ``Look.code``.
 
-    Every site exports all six statuses, 1 for the current one, so the weighted sum
-    is the current status's code.
+    A site exports the status it is in as 1 (with the full series set, the others as 0
+    too), so the weighted sum is the current status's code.
     """
     terms = "\n  or ".join(
         f"vcmon_site_status{labels(equals('status', status.value), *matchers)} * {look.code}"
@@ -155,8 +155,9 @@ def site_variable(*, multi: bool) -> Json:
 
 def status_counts(size: Size, *matchers: str) -> Json:
     """Sites in each status: one value per status, in severity order, adding up to all."""
-    queries = [Query(f"sum(vcmon_site_status{labels(equals('status', s.value), *matchers)})",
-                     legend=s.value, instant=True) for s in LOOKS]
+    # "or vector(0)": a status no site is in has no series (docs/metrics.md#series-per-site)
+    queries = [Query(f"sum(vcmon_site_status{labels(equals('status', s.value), *matchers)})"
+                     " or vector(0)", legend=s.value, instant=True) for s in LOOKS]
     return stat("Sites by status", "How many sites are in each status now. They add up to "
                 "every site selected.", queries, size,
                 background=True, thresholds=steps("#8e8e8e"),

@@ -26,6 +26,7 @@ from monitor.inventory.schema import (
     described,
     merge_problems,
 )
+from monitor.inventory.series import series_references
 from monitor.inventory.yamlfile import load_yaml
 
 
@@ -139,6 +140,7 @@ def _recheck(document: Document) -> list[Found]:
     found = link_problems(raw, lambda i: f"sites[{i}] (line {document.line(('sites', i))})")
     ids = {site["id"] for site in raw if isinstance(site.get("id"), str)}
     found += schedule_references(document.data.get("schedule"), ids)
+    found += series_references(document.data.get("series"), ids)
     try:
         defaults = ProbeSettings.model_validate(document.data.get("defaults", {}))
     except ValidationError:

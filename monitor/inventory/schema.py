@@ -51,6 +51,7 @@ from monitor.inventory.problems import (
 from monitor.inventory.problems import show_number as _num
 from monitor.inventory.reading import clean_name, clean_text
 from monitor.inventory.reports import ReportSettings
+from monitor.inventory.series import SeriesSettings, series_references
 from monitor.inventory.shard import Shard
 from monitor.inventory.thresholds import HealthSettings, ThresholdOverrides, Thresholds
 from monitor.inventory.web import WebSettings
@@ -58,7 +59,8 @@ from probes import KINDS, Dscp, ServiceSpec
 
 # Validated by the Config model itself, but reported from the raw document by the loader,
 # which can do so even when other parts of the file are invalid, and knows the lines.
-RECHECKED = frozenset({"site_links", "probe_settings", "schedule_references"})
+RECHECKED = frozenset({"site_links", "probe_settings", "schedule_references",
+                       "series_references"})
 LOADER_FIELDS = frozenset({"source"})
 # The source of the embedded Bắc Ninh inventory: a daemon running it is a demo, and
 # every sink says so (board, API, metrics, MQTT, reports).
@@ -341,6 +343,8 @@ class Config(BaseModel):
     web: WebSettings = Field(default_factory=WebSettings)
     # path traces on degradation, on request and for baselines (monitor/inventory/diagnosis.py)
     diagnosis: DiagnosisSettings = Field(default_factory=DiagnosisSettings)
+    # which sites export every per-site series, not only the default ~20 (docs/metrics.md)
+    series: SeriesSettings = Field(default_factory=SeriesSettings)
     # started as root: who vcmon becomes once its sockets are open (monitor/inventory/identity.py)
     user: Annotated[str, AfterValidator(check_user)] | None = None
     group: Annotated[str, AfterValidator(check_group)] | None = None
@@ -391,6 +395,9 @@ class Config(BaseModel):
         found = schedule_references(self.schedule.model_dump(), {site.id for site in self.sites})
         if found:
             raise _summary("schedule_references", found)
+        found = series_references(self.series.model_dump(), {site.id for site in self.sites})
+        if found:
+            raise _summary("series_references", found)
         self._by_id = {site.id: site for site in self.sites}
         self._children = {site.id: [] for site in self.sites}
         # Which fields a site set is one of a few combinations: one shared set for each

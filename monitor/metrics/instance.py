@@ -5,8 +5,10 @@ histograms (reloads, scheduler lag, render time) on an injectable registry."""
 from __future__ import annotations
 
 import platform
+from bisect import bisect_left
 from collections import Counter as _TallyCounter
 from collections.abc import Iterator
+from itertools import accumulate
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,7 +17,12 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from monitor import __version__
@@ -106,11 +113,11 @@ class DaemonMetrics:
         registry.register(_Constant(build))
         # process_cpu_seconds_total, process_resident_memory_bytes, open fds …
         ProcessCollector(registry=registry)
-        self.scheduler_lag = Histogram(
+        self.scheduler_lag = PlainHistogram(
             "vcmon_scheduler_lag_seconds",
             "How late the sender woke for the earliest probe due, per wake-up.",
-            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-            registry=registry)
+            (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        registry.register(self.scheduler_lag)
         self.reload_successful = Gauge(
             "vcmon_config_last_reload_successful",
             "1 if the last configuration load succeeded, 0 if it was rejected.",
@@ -132,6 +139,36 @@ class DaemonMetrics:
         if success:
             self.reload_success_time.set_to_current_time()
         self.reloads.labels(result="success" if success else "failure").inc()
+
+
+class PlainHistogram(Collector):
+    """A histogram observed on the probe path: plain numbers, read at scrape time.
+
+    prometheus_client's ``Histogram.observe`` takes a lock and updates a value object per
+    bucket on every call; the sender observes once per wake-up, hundreds of times a
+    second, and only the loop thread observes. Rendered with the same name and buckets.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = buckets
+        self._counts = [0] * (len(buckets) + 1)  # the last one: above every bound (+Inf)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # ``le`` buckets: a value equal to a bound counts in that bound's bucket.
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        counts = tuple(self._counts)  # one snapshot: the render may run in a thread
+        cumulative = list(accumulate(counts))
+        family = HistogramMetricFamily(self._name, self._documentation)
+        family.add_metric(
+            [], [*((f"{b!r}", c) for b, c in zip(self._bounds, cumulative, strict=False)),
+                 ("+Inf", cumulative[-1])], self._sum)
+        yield family
 
 
 class _Constant(Collector):

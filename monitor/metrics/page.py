@@ -30,13 +30,18 @@ class SitePage:
 
     def reconfigure(self) -> None:
         self.labels.fill(self._source.table, self._source.health.services)
+        config = self._source.config
+        # the sites whose every series is written (inventory ``series: full:``)
+        self.full: frozenset[str] = frozenset(
+            site.id for site in config.sites if config.series.full_for(site.id, site.tier))
 
     def chunks(self) -> Iterator[bytes]:
         """In pieces of about a thousand sites' lines of one family; takes no lock
         (see ``monitor.metrics.sites``)."""
         source, labels = self._source, self.labels
         now = source.table.clock()
-        for text in render_site_chunks(source.table, source.health, labels.sites, now):
+        for text in render_site_chunks(source.table, source.health, labels.sites, now,
+                                       self.full):
             yield text.encode()
         yield render_services(source.health.services, labels.probes, now).encode()
         yield render_paths(source.health).encode()

@@ -9,11 +9,18 @@ only reads the live state through snapshots that are atomic under the GIL (a win
 Each family is written a thousand sites at a time, so a gzip scrape never holds the
 ~100 MB page in memory, and each site's lines of one family come from one call of a
 template shared by every site (the histogram's 20 lines are one compiled f-string).
+
+Series budget (docs/metrics.md#series-per-site): a site writes 20 series by default, its
+RTT histogram only as ``+Inf``, sum and count (the mean RTT; the window statistics give
+the smoke band), its status only as the one it is in, a threshold only when crossed, and
+no R-factor, window packet count or upstream-down flag (its status says
+``unreachable``). Sites named in the inventory's ``series: full:``
+write every series: the histogram's 17 buckets and every status and threshold as 0 or 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
@@ -64,10 +71,18 @@ _rtt_lines = _compiled(
     ["labels", *_RTT_STATS],
     [f'vcmon_site_rtt_seconds{{{{{{labels}},stat="{stat}"}}}} {{{stat}:{_STAT}}}'
      for stat in _RTT_STATS])
+_sum_count_lines = _compiled(
+    ["labels", "count", "total"],
+    ['vcmon_probe_rtt_seconds_bucket{{{labels},le="+Inf"}} {count}',
+     "vcmon_probe_rtt_seconds_sum{{{labels}}} {total!r}",
+     "vcmon_probe_rtt_seconds_count{{{labels}}} {count}"])
 _status_lines = {
     status: _compiled(["labels"], [f'vcmon_site_status{{{{{{labels}},status="{each.value}"}}}} '
                                    f"{1 if each is status else 0}" for each in Status])
     for status in Status}
+# the default: the status the site is in, alone
+_status_line = {status: _compiled(["labels"], [
+    f'vcmon_site_status{{{{{{labels}},status="{status.value}"}}}} 1']) for status in Status}
 _EXCEEDED: dict[tuple[str, ...], Callable[[str], str]] = {}
 
 _CHUNK = 1000
@@ -110,85 +125,96 @@ def _exceeded(crossed: tuple[str, ...]) -> Callable[[str], str]:
     return lines
 
 
-# (label texts, state, window statistics, health) of one site
-Row = tuple[Texts, "SiteState", "WindowStats", "SiteHealth | None"]
+# (label texts, state, window statistics, health, whether it writes every series) of a site
+Row = tuple[Texts, "SiteState", "WindowStats", "SiteHealth | None", bool]
 
 
 def _info(rows: list[Row]) -> list[str]:
-    return [f"vcmon_site_info{{{info}}} 1" for (_, info), _, _, _ in rows]
+    return [f"vcmon_site_info{{{info}}} 1" for (_, info), _, _, _, _ in rows]
 
 
 def _up(rows: list[Row]) -> list[str]:
     return [f"vcmon_site_up{{{labels}}} {1 if state.up else 0}"
-            for (labels, _), state, _, _ in rows if state.up is not None]
+            for (labels, _), state, _, _, _ in rows if state.up is not None]
 
 
 def _sent(rows: list[Row]) -> list[str]:
     return [f"vcmon_probe_packets_sent_total{{{labels}}} {state.sent}"
-            for (labels, _), state, _, _ in rows]
+            for (labels, _), state, _, _, _ in rows]
 
 
 def _received(rows: list[Row]) -> list[str]:
     return [f"vcmon_probe_packets_received_total{{{labels}}} {state.received}"
-            for (labels, _), state, _, _ in rows]
+            for (labels, _), state, _, _, _ in rows]
 
 
 def _errors(rows: list[Row]) -> list[str]:
     return [f'vcmon_probe_errors_total{{{labels},reason="{reason}"}} {count}'
-            for (labels, _), state, _, _ in rows if state.errors
+            for (labels, _), state, _, _, _ in rows if state.errors
             for reason, count in sorted(dict(state.errors).items())]
 
 
 def _histogram(rows: list[Row]) -> list[str]:
-    return [_hist_lines(labels, *accumulate(tuple(state.bucket_counts)), state.rtt_sum)
-            for (labels, _), state, _, _ in rows]
+    return [_hist_lines(labels, *accumulate(tuple(state.bucket_counts)), state.rtt_sum) if full
+            else _sum_count_lines(labels, state.received, state.rtt_sum)
+            for (labels, _), state, _, _, full in rows]
 
 
 def _rtt(rows: list[Row]) -> list[str]:
     return [_rtt_lines(labels, s.rtt_min, s.rtt_avg, s.rtt_max, s.rtt_median, s.rtt_p95,
-                 s.rtt_stddev) for (labels, _), _, s, _ in rows if s.rtt_min is not None]
+                 s.rtt_stddev) for (labels, _), _, s, _, _ in rows if s.rtt_min is not None]
 
 
-def _window_value(name: str, value: Callable[[WindowStats], float | None]) -> Family:
+def _window_value(name: str, value: Callable[[WindowStats], float | None],
+                  full_only: bool = False) -> Family:
     # always finite floats (or None, not written)
     def lines(rows: list[Row]) -> list[str]:
-        return [f"{name}{{{labels}}} {v:{_STAT}}"
-                for (labels, _), _, s, _ in rows if (v := value(s)) is not None]
+        return [f"{name}{{{labels}}} {v:{_STAT}}" for (labels, _), _, s, _, full in rows
+                if (full or not full_only) and (v := value(s)) is not None]
     return lines
 
 
 def _window_packets(rows: list[Row]) -> list[str]:
-    return [f"vcmon_site_window_packets{{{labels}}} {s.sent}" for (labels, _), _, s, _ in rows]
+    return [f"vcmon_site_window_packets{{{labels}}} {s.sent}"
+            for (labels, _), _, s, _, full in rows if full]
 
 
 def _status(rows: list[Row]) -> list[str]:
-    return [_status_lines[h.status](labels) for (labels, _), _, _, h in rows if h is not None]
+    return [(_status_lines if full else _status_line)[h.status](labels)
+            for (labels, _), _, _, h, full in rows if h is not None]
 
 
 def _threshold_exceeded(rows: list[Row]) -> list[str]:
-    return [_exceeded(h.exceeded)(labels) for (labels, _), _, _, h in rows if h is not None]
+    return [_exceeded(h.exceeded)(labels) if full else _crossed(h.exceeded, labels)
+            for (labels, _), _, _, h, full in rows if h is not None and (full or h.exceeded)]
+
+
+def _crossed(crossed: tuple[str, ...], labels: str) -> str:
+    return "\n".join(f'vcmon_site_threshold_exceeded{{{labels},threshold="{name}"}} 1'
+                      for name in crossed)
 
 
 def _upstream_down(rows: list[Row]) -> list[str]:
+    # the same as vcmon_site_status{status="unreachable"}: only in the full set
     return [f"vcmon_site_upstream_down{{{labels}}} "
             f"{1 if h.status is Status.UNREACHABLE else 0}"
-            for (labels, _), _, _, h in rows if h is not None]
+            for (labels, _), _, _, h, full in rows if h is not None and full]
 
 
 def _unreachable_behind(rows: list[Row]) -> list[str]:
     return [f"vcmon_site_unreachable_behind{{{labels}}} {h.unreachable_behind}"
-            for (labels, _), _, _, h in rows if h is not None]
+            for (labels, _), _, _, h, _ in rows if h is not None]
 
 
 def _state_changes(rows: list[Row]) -> list[str]:
     return [f"vcmon_site_state_changes_total{{{labels}}} {h.changes}"
-            for (labels, _), _, _, h in rows if h is not None]
+            for (labels, _), _, _, h, _ in rows if h is not None]
 
 
 def _status_since(rows: list[Row]) -> list[str]:
     # a clock reading: always a finite float
     return [f"vcmon_site_status_since_timestamp_seconds{{{labels}}} {h.since!r}"
-            for (labels, _), _, _, h in rows if h is not None]
+            for (labels, _), _, _, h, _ in rows if h is not None]
 
 
 Family = Callable[[list[Row]], list[str]]
@@ -203,7 +229,8 @@ _WRITERS: dict[str, Family] = {
     "vcmon_site_jitter_seconds": _window_value("vcmon_site_jitter_seconds", lambda s: s.jitter),
     "vcmon_site_loss_ratio": _window_value("vcmon_site_loss_ratio", lambda s: s.loss_ratio),
     "vcmon_site_mos": _window_value("vcmon_site_mos", lambda s: s.mos),
-    "vcmon_site_r_factor": _window_value("vcmon_site_r_factor", lambda s: s.r_factor),
+    "vcmon_site_r_factor": _window_value("vcmon_site_r_factor", lambda s: s.r_factor,
+                                         full_only=True),
     "vcmon_site_window_packets": _window_packets,
     "vcmon_site_status": _status,
     "vcmon_site_threshold_exceeded": _threshold_exceeded,
@@ -215,16 +242,18 @@ _WRITERS: dict[str, Family] = {
 
 
 def render_site_chunks(table: SiteTable, health: HealthTracker, texts: dict[str, Texts],
-                       now: float) -> Iterator[str]:
+                       now: float, full: Collection[str] = frozenset()) -> Iterator[str]:
     """Every per-site family, in the Prometheus text format (version 0.0.4), a family
-    and a thousand sites at a time. ``texts``: the label texts by site id."""
+    and a thousand sites at a time. ``texts``: the label texts by site id; ``full``: the
+    ids of the sites that write every series (the others: the default budget)."""
     rows: list[Row] = []
     for state in list(table.sites.values()):
         site_id = state.site.id
         found = texts.get(site_id)
         if found is None:  # a site a reload added while this page was being written
             continue
-        rows.append((found, state, state.window.current_stats(now), health.sites.get(site_id)))
+        rows.append((found, state, state.window.current_stats(now), health.sites.get(site_id),
+                     site_id in full))
     for name, kind, text in FAMILIES:
         write = _WRITERS[name]
         yield header(name, kind, text)
@@ -236,6 +265,6 @@ def render_site_chunks(table: SiteTable, health: HealthTracker, texts: dict[str,
 
 
 def render_sites(table: SiteTable, health: HealthTracker, texts: dict[str, Texts],
-                 now: float) -> str:
+                 now: float, full: Collection[str] = frozenset()) -> str:
     """Every per-site family as one text (tests and small inventories)."""
-    return "".join(render_site_chunks(table, health, texts, now))
+    return "".join(render_site_chunks(table, health, texts, now, full))

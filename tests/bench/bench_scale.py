@@ -3,6 +3,11 @@
 Not part of the test run; it prints figures. Run as root from the repository root:
 
     .venv/bin/python tests/bench/bench_scale.py --targets 20000 --seconds 60
+    .venv/bin/python tests/bench/bench_scale.py --targets 240 1000 --seconds 45 \
+        --tools vcmon fping smokeping-udp     # the province's own sizes, side by side
+
+Several ``--targets`` run one after another, each with every tool, and a summary table
+across the sizes closes the output (CPU per 1,000 probes of each tool, vcmon over fping).
 
 Everything runs in a throw-away network namespace with only ``lo`` (so the tens of
 thousands of packets per second stay out of every other program's raw sockets), on N
@@ -15,7 +20,14 @@ every target once per second for ``--seconds``, one tool after another:
   sockets allowed in the namespace (``ping_group_range`` 0-2147483647, Debian 12's
   default), so it uses them; ``vcmon-raw``: the same with them forbidden (the kernel's
   default), so it falls back to a raw socket. ``/metrics`` is scraped every
-  ``--scrape-every`` s (5) with ``Accept-Encoding: gzip`` throughout, as Prometheus does.
+  ``--scrape-every`` s (5) with ``Accept-Encoding: gzip`` throughout, as Prometheus does,
+  and the JSON API's summary and site list are fetched after each scrape (``--no-api``:
+  not); health runs as always, and vcmon publishes to a real Mosquitto in the namespace
+  (``--no-mqtt``: not).
+  Right after the window, ``tcpdump`` on ``lo`` records the echo requests of
+  ``--spread-seconds`` (2) intervals: the spread of their send times over the interval
+  is printed as the largest gap between their distribution and the uniform one (KS
+  distance, 10 % at most) and the most sent in one 10 ms slot against the uniform mean.
 - ``fping``: as in ``bench_engine.py`` (one process per 5,000 targets).
 - ``smokeping-udp``: Debian's ``prometheus-smokeping-prober --no-privileged`` (ICMP
   datagram sockets, ``ping_group_range`` open as for vcmon; 0.6.1 reads
@@ -45,11 +57,20 @@ How the columns are measured:
 - ``rate %``: resolved probes over N x window; ``recv %``: replies over resolved probes.
 - ``RTT med`` / ``RTT p99``: fping: of every reply. vcmon: the median of the per-site
   medians it exports (``vcmon_site_rtt_seconds{stat="median"}``, over its window), and
-  p99 from the window's increase of the ``vcmon_probe_rtt_seconds`` histogram.
+  p99 from the window's increase of the ``vcmon_probe_rtt_seconds`` histogram of the
+  one site in ``FULL_EVERY`` (20) that the inventory gives the full series set (the
+  others export the default budget, docs/metrics.md#series-per-site).
   smokeping: both from its ``smokeping_response_duration_seconds`` histogram. Both
   histograms have buckets 50 us x 2^n, so a histogram quantile is shown as ``<=`` the
   upper bound of its bucket (on loopback everything is in the first, 0.05 ms); the
   exact mean (histogram sum / count over the window) is in the notes for both.
+
+``--prometheus S``: Debian's Prometheus scrapes vcmon every S s for the whole window
+(the bench then reads the page only at the window's start, middle and end); printed:
+its CPU over the window, its resident memory, head series and last scrape time (the
+whole system's cost). ``--busy-core``: a second process keeps one core busy for the
+whole run. After each vcmon window ``/metrics`` is fetched five times gzipped and three
+times as plain text, one after another: the median wall time of each is printed.
 
 Under the table, for vcmon: start-up (process start to ``/-/healthy`` and to
 ``/-/ready``), the scrapes (wall time per scrape, page size compressed and not), its
@@ -63,13 +84,17 @@ cycles, and the time from SIGTERM to exit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -77,7 +102,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _common import assert_loopback, target_addresses
-from _service import (
+from _tools import Row, cpu_ratio, fmt, fmt_rtt, machine, run_fping, table
+from service import (
     Exposition,
     Response,
     Scraper,
@@ -90,14 +116,15 @@ from _service import (
     private_network,
     require_root,
 )
-from _tools import Row, fmt, machine, run_fping, table
 
 from tests.conftest import free_port
+from tests.mqtt.broker import Broker
 from tests.netns import NetNamespace
 
 TOOLS = ("vcmon", "vcmon-raw", "fping", "smokeping-udp", "smokeping-raw")
 SMOKEPING = "prometheus-smokeping-prober"
 START_WITHIN = 120.0  # seconds a daemon may take to become ready
+FULL_EVERY = 20  # 1 site in 20 exports every series (5 %: 12 of the province's 240)
 SMOKEPING_SPARE_FILES = 256
 VCMON_FAMILIES = ("vcmon_probe_packets_sent", "vcmon_probe_packets_received",
                   "vcmon_scheduler_sends", "vcmon_site_rtt_seconds", "vcmon_probe_rtt_seconds",
@@ -114,9 +141,18 @@ def vcmon_binary() -> str:
 
 
 def inventory(addresses: list[str], interval: float, timeout: float,
-              renamed: int | None = None) -> str:
-    """One unit per address; ``renamed``: that site's name changed (a 1-site edit)."""
-    lines = [f"defaults: {{interval: {interval:g}s, timeout: {timeout:g}s}}", "sites:"]
+              renamed: int | None = None, mqtt_port: int | None = None) -> str:
+    """One unit per address; ``renamed``: that site's name changed (a 1-site edit);
+    ``mqtt_port``: publish to the broker there."""
+    lines = [f"defaults: {{interval: {interval:g}s, timeout: {timeout:g}s}}",
+             # every FULL_EVERY-th site exports its RTT histogram, as a province's
+             # province and district tiers do: RTT p99 comes from theirs
+             "series: {full: {sites: [" + ", ".join(
+                 f"s{i:05d}" for i in range(0, len(addresses), FULL_EVERY)) + "]}}"]
+    if mqtt_port is not None:
+        lines.append(f"mqtt: {{host: 127.0.0.1, port: {mqtt_port}, prefix: vcmon-bench, "
+                     "client_id: vcmon-bench}")
+    lines.append("sites:")
     for i, address in enumerate(addresses):
         name = f"Bench site {i}" + (" (renamed)" if i == renamed else "")
         lines.append(f"  - {{id: s{i:05d}, name: {name}, tier: unit, address: {address}}}")
@@ -132,6 +168,108 @@ def socket_mode(log: Path) -> str:
             except ValueError:
                 break
     return "?"
+
+
+def send_spread(interval: float, intervals: float) -> dict[str, Any]:
+    """Echo requests on ``lo`` for ``intervals`` x ``interval`` s, by tcpdump: how evenly
+    their send times cover the interval (phase = time since the capture's start, modulo
+    the interval)."""
+    try:
+        # a second more than asked: tcpdump takes a moment to start capturing
+        capture = subprocess.run(
+            ["timeout", f"{interval * intervals + 1:g}", "tcpdump", "-i", "lo", "-nn", "-tt",
+             "-q", "-l", "icmp[icmptype] == icmp-echo"], capture_output=True, text=True,
+            timeout=interval * intervals + 30)
+    except FileNotFoundError:
+        return {"spread": "tcpdump not found"}
+    times = [float(line.split()[0]) for line in capture.stdout.splitlines() if line[:1].isdigit()]
+    if len(times) < 10:
+        return {"spread": f"{len(times)} packets captured"}
+    # whole intervals only: a part of one would count its phases twice
+    start = times[0]
+    times = [t for t in times if t < start + intervals * interval]
+    phases = sorted(((t - start) % interval) / interval for t in times)
+    n = len(phases)
+    ks = max(max(abs(ph - i / n), abs(ph - (i + 1) / n)) for i, ph in enumerate(phases))
+    slots = [0] * 100
+    for ph in phases:
+        slots[min(99, int(ph * 100))] += 1
+    return {"spread_ks_percent": round(ks * 100, 2), "spread_packets": n,
+            "spread_max_per_10ms": max(slots), "spread_uniform_per_10ms": round(n / 100, 1)}
+
+
+def prometheus_server(work: Path, target_port: int, every: float) -> Service | None:
+    """Debian's Prometheus scraping vcmon every ``every`` s (the whole system's cost)."""
+    config = work / "prometheus.yml"
+    config.write_text(f"global: {{scrape_interval: {every:g}s, scrape_timeout: "
+                      f"{min(every, 10):g}s}}\nscrape_configs:\n  - job_name: vcmon\n"
+                      f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
+    port = free_port()
+    service = Service(["prometheus", f"--config.file={config}",
+                       f"--storage.tsdb.path={work / 'tsdb'}", "--log.level=warn",
+                       f"--web.listen-address=127.0.0.1:{port}"], work / "prometheus.log",
+                      f"http://127.0.0.1:{port}")
+    if service.wait_for("/-/ready", START_WITHIN) is None:
+        service.stop()
+        return None
+    return service
+
+
+def prometheus_notes(prometheus: Service, cpu_before: float | None,
+                     row: Row | None) -> list[str]:
+    """Prometheus's CPU over the window, its memory, series and scrape time; stops it."""
+    cpu = (prometheus.cpu() or 0.0) - (cpu_before or 0.0)
+    rss, hwm = prometheus.rss_kib() or 0, prometheus.hwm_kib() or 0
+
+    def query(expr: str) -> str:
+        answer = prometheus.get("/api/v1/query?query=" + urllib.parse.quote(expr))
+        try:
+            found = json.loads(answer.body)["data"]["result"]
+        except (ValueError, KeyError):
+            return "?"
+        return found[0]["value"][1] if found else "-"
+
+    try:
+        status = json.loads(prometheus.get("/api/v1/status/tsdb").body)
+        series = str(status["data"]["headStats"]["numSeries"])
+    except (ValueError, KeyError):
+        series = "?"
+    scrape = query('scrape_duration_seconds{job="vcmon"}')
+    scrapes = query('count_over_time(up{job="vcmon"}[1h])')
+    prometheus.stop()
+    wall = row.window if row is not None else 0.0
+    return [f"  Prometheus 2.42 scraping vcmon (window {wall:.0f} s): CPU "
+            f"{cpu / wall * 100 if wall else 0:.1f} % of a core, RSS {rss / 1024:.0f} MiB "
+            f"(peak {hwm / 1024:.0f} MiB), head series {series}, last scrape {scrape} s, "
+            f"{scrapes} scrapes"]
+
+
+def render_times(service: Service, gzipped: int = 5, plain: int = 3) -> str:
+    """After the window: /metrics fetched one after another, gzip (as Prometheus does)
+    and plain text (a client without gzip), wall time median of each."""
+    gz = sorted(service.get("/metrics", gzip_ok=True, timeout=120).seconds
+                for _ in range(gzipped))
+    text = sorted(service.get("/metrics", timeout=120).seconds for _ in range(plain))
+    return (f"  /metrics one after another: gzip p50 {gz[len(gz) // 2]:.3f} s (max "
+            f"{gz[-1]:.3f}), plain text p50 {text[len(text) // 2]:.3f} s (max {text[-1]:.3f})"
+            f"{'; one core kept busy by a second process' if BUSY else ''}")
+
+
+BUSY: list[subprocess.Popen[bytes]] = []
+
+
+@contextlib.contextmanager
+def busy_core(wanted: bool) -> Iterator[None]:
+    """A second process keeping one core busy, for the whole run (render under load)."""
+    if wanted:
+        BUSY.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+    try:
+        yield
+    finally:
+        for proc in BUSY:
+            proc.kill()
+            proc.wait()
+        BUSY.clear()
 
 
 def window_row(tool: str, targets: int, service: Service, scraper: Scraper) -> Row | None:
@@ -177,7 +315,7 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
     tool = "vcmon-raw" if raw else "vcmon"
     ping_sockets(ns, allowed=not raw)
     config = work / f"{tool}.yaml"
-    config.write_text(inventory(addresses, 1.0, args.timeout))
+    config.write_text(inventory(addresses, 1.0, args.timeout, mqtt_port=args.mqtt_port))
     port = free_port()
     service = Service([vcmon_binary(), "run", "--config", str(config), "--listen",
                        f"127.0.0.1:{port}", "--log-format", "json"], work / f"{tool}.log",
@@ -187,16 +325,26 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
     if ready is None:
         service.stop()
         return failed_row(tool, len(addresses), "no start", service), []
-    scraper = Scraper(service, args.scrape_every).start()
-    time.sleep(args.seconds + args.scrape_every / 2)
+    prometheus = prometheus_server(work, port, args.prometheus) if args.prometheus else None
+    # With a real Prometheus scraping, the bench reads the page only at the window's
+    # start, middle and end (for its counters), so as not to add a scraper of its own.
+    every = args.seconds / 2 if prometheus else args.scrape_every
+    prometheus_cpu = prometheus.cpu() if prometheus else None
+    api = ("/api/v1/summary", "/api/v1/sites") if args.api else ()
+    scraper = Scraper(service, every, also=api).start()
+    time.sleep(args.seconds + min(every / 2, 2.5))
     scraper.stop()
     row = window_row(tool, len(addresses), service, scraper)
+    extra = prometheus_notes(prometheus, prometheus_cpu, row) if prometheus else []
     if row is None:
         service.stop()
         return failed_row(tool, len(addresses), "no scrape", service), []
+    row.notes.update(send_spread(1.0, args.spread_seconds))
+    extra.append(render_times(service))
     # Reloads after the window, so that they do not count in it.
     unchanged = service.post("/-/reload", timeout=120)
-    config.write_text(inventory(addresses, 1.0, args.timeout, renamed=0))
+    config.write_text(inventory(addresses, 1.0, args.timeout, renamed=0,
+                                mqtt_port=args.mqtt_port))
     renamed = service.post("/-/reload", timeout=120)
     time.sleep(2.0)  # what the reloads did to the schedule shows in the next page
     after = service.get("/metrics", gzip_ok=True)
@@ -215,8 +363,8 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
     row.rtt_median_ms = statistics.median(medians) * 1000 if medians else None
     maxima = last.values("vcmon_site_rtt_seconds", stat="max")
     row.rtt_max_ms = max(maxima) * 1000 if maxima else None
-    hist = bucket_delta(last.buckets("vcmon_probe_rtt_seconds"),
-                        first.buckets("vcmon_probe_rtt_seconds"))
+    hist = bucket_delta(last.buckets("vcmon_probe_rtt_seconds", bucketed_only=True),
+                        first.buckets("vcmon_probe_rtt_seconds", bucketed_only=True))
     histogram_rtt(row, hist, delta("vcmon_probe_rtt_seconds_sum"),
                   delta("vcmon_probe_rtt_seconds_count"))
     row.notes.update(mode=socket_mode(service.log), sites_with_median=len(medians),
@@ -228,7 +376,7 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
                             reloaded, stopped)
     details.append(f"  peak RSS after the reloads {(hwm_after or 0) / 1024:.0f} MiB; "
                    f"whole life: {stopped.cpu:.1f} CPU-s")
-    return row, details
+    return row, details + extra
 
 
 def vcmon_details(row: Row, first: Exposition, last: Exposition, scraper: Scraper,
@@ -236,6 +384,7 @@ def vcmon_details(row: Row, first: Exposition, last: Exposition, scraper: Scrape
                   after: Exposition | None, stopped: Stopped) -> list[str]:
     lag = bucket_delta(last.buckets("vcmon_scheduler_lag_seconds"),
                        first.buckets("vcmon_scheduler_lag_seconds"))
+    row.notes["lag_p99"] = _bound(lag)
     render = bucket_delta(last.buckets("vcmon_metrics_render_seconds"),
                           first.buckets("vcmon_metrics_render_seconds"))
     render_count = render.get(float("inf"), 0.0)
@@ -254,6 +403,10 @@ def vcmon_details(row: Row, first: Exposition, last: Exposition, scraper: Scrape
         f"  scheduler lag over the window (scraped every {scraper.every:g} s): p50 "
         f"{_bound(lag, 0.5)} s, p99 {_bound(lag)} s, {lag.get(float('inf'), 0):.0f} wake-ups; "
         f"skipped cycles {row.notes['skipped_cycles']:.0f}",
+        f"  send times over one interval ({row.notes.get('spread_packets', 0)} requests on lo): "
+        f"{row.notes.get('spread_ks_percent', '-')} % from uniform (KS distance; target "
+        f"<= 10 %), at most {row.notes.get('spread_max_per_10ms', '-')} in one 10 ms slot "
+        f"(uniform: {row.notes.get('spread_uniform_per_10ms', '-')})",
         "  reload (POST /-/reload): " + ", ".join(
             f"{what} {r.seconds:.2f} s (HTTP {r.status})"
             for what, r in zip(("unchanged", "1 site renamed"), reloads, strict=True)),
@@ -361,7 +514,8 @@ def _max_bucket(buckets: dict[float, float]) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", type=int, default=20000, help="loopback targets (20000)")
+    parser.add_argument("--targets", type=int, nargs="+", default=[20000],
+                        help="loopback targets (20000); several sizes run one after another")
     parser.add_argument("--seconds", type=int, default=60, help="per tool (60)")
     parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
     parser.add_argument("--timeout", type=float, default=1.0, help="per-probe timeout, s")
@@ -371,14 +525,55 @@ def parse_args() -> argparse.Namespace:
                         help="targets for smokeping in raw mode (1000; see above)")
     parser.add_argument("--fping-interval", type=float, metavar="MS",
                         help="fping -i (default: fit a round into 0.9 s, see bench_engine)")
+    parser.add_argument("--no-mqtt", dest="mqtt", action="store_false",
+                        help="vcmon without its MQTT publisher (default: a Mosquitto in the "
+                             "namespace)")
+    parser.add_argument("--no-api", dest="api", action="store_false",
+                        help="no JSON API reads after each scrape (default: summary and sites)")
+    parser.add_argument("--spread-seconds", type=int, default=2,
+                        help="whole intervals of echo requests captured for the spread (2)")
+    parser.add_argument("--prometheus", type=float, metavar="S",
+                        help="a real Prometheus scrapes vcmon every S s (the bench itself "
+                             "then reads the page only at the window's start, middle, end)")
+    parser.add_argument("--busy-core", action="store_true",
+                        help="a second process keeps one core busy throughout")
     parser.add_argument("--keep", metavar="DIR", help="keep inventories and logs here")
     parser.add_argument("--json", metavar="FILE", help="also write all results here")
     args = parser.parse_args()
-    if not 10 <= args.seconds <= 3600 or not 1 <= args.targets <= 62500:
+    if not 10 <= args.seconds <= 3600 or not all(1 <= n <= 62500 for n in args.targets):
         parser.error("--seconds must be 10..3600 and --targets 1..62500")
     if not 1 <= args.scrape_every <= args.seconds / 2:
         parser.error("--scrape-every must be at least 1 s and at most half of --seconds")
     return args
+
+
+def summary(by_size: dict[int, list[Row]]) -> str:
+    """The sizes side by side: CPU-s per 1,000 probes of each tool, vcmon over fping."""
+    tools = [t for t in TOOLS if any(r.tool.split()[0] == t for rows in by_size.values()
+                                     for r in rows)]
+    lines = ["== summary: CPU-s per 1,000 probes (% of one core); RTT median / p99 ms",
+             "| sites | " + " | ".join(tools) + " | vcmon ÷ fping (x) | vcmon RTT med/p99 | "
+             "fping RTT med/p99 | vcmon send spread | vcmon lag p99 |",
+             "|---" * (len(tools) + 6) + "|"]
+    for size, rows in by_size.items():
+        found = {r.tool.split()[0]: r for r in rows}
+        cells = [f"{fmt(r.cpu_per_1k, 4)} ({fmt(r.cpu_percent)} %)" if (r := found.get(t))
+                 else "-" for t in tools]
+        vcmon, fping = found.get("vcmon"), found.get("fping")
+        ratio = cpu_ratio(vcmon, rows) if vcmon else None
+
+        def rtt(row: Row | None) -> str:
+            if row is None:
+                return "-"
+            return (f"{fmt_rtt(row.rtt_median_ms)} / {'<=' if row.rtt_p99_is_bound else ''}"
+                    f"{fmt_rtt(row.rtt_p99_ms)}")
+
+        spread = (f"{vcmon.notes['spread_ks_percent']} %" if vcmon
+                  and "spread_ks_percent" in vcmon.notes else "-")
+        lag = vcmon.notes.get("lag_p99", "-") if vcmon else "-"
+        lines.append(f"| {size:,} | " + " | ".join(cells) + f" | {fmt(ratio, 2)} | "
+                     f"{rtt(vcmon)} | {rtt(fping)} | {spread} | {lag} s |")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -388,39 +583,47 @@ def main() -> int:
         print(f"{SMOKEPING} not found: apt-get install prometheus-smokeping-prober",
               file=sys.stderr)
         return 2
-    addresses = target_addresses(args.targets)
-    assert_loopback(addresses)
     print(machine(), flush=True)
-    rows: list[Row] = []
+    by_size: dict[int, list[Row]] = {}
     details: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, \
-            private_network("vcmon-bscale") as ns:
+            private_network("vcmon-bscale") as ns, contextlib.ExitStack() as stack, \
+            busy_core(args.busy_core):
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for address in (addresses[0], addresses[-1]):
-            if ns.route_device(address) != "lo":
-                raise SystemExit(f"refusing to probe: {address} does not route via lo")
-        target_file = work / "targets"
-        target_file.write_text("\n".join(addresses) + "\n")
-        for tool in args.tools:
-            time.sleep(5.0)  # let the previous tool's packets, exit and load settle
-            load = os.getloadavg()[0]
-            row, lines = run_tool(tool, args, addresses, ns, work, target_file)
-            row.notes["loadavg_before"] = round(load, 2)
-            if row.status == "ok" and (row.rate_percent or 0) < 99:
-                row.status = "behind"
-            rows.append(row)
-            details += lines
-            print(f"  ... {row.tool}: {row.status}, {row.cpu:.1f} CPU-s", flush=True)
-    print(table(rows, f"{args.targets} loopback targets x 1 probe/s, {args.seconds} s per "
-                      f"tool; daemons' /metrics scraped every {args.scrape_every:g} s"))
+        args.mqtt_port = stack.enter_context(Broker(work)).port if args.mqtt else None
+        for size in args.targets:
+            addresses = target_addresses(size)
+            assert_loopback(addresses)
+            for address in (addresses[0], addresses[-1]):
+                if ns.route_device(address) != "lo":
+                    raise SystemExit(f"refusing to probe: {address} does not route via lo")
+            target_file = work / "targets"
+            target_file.write_text("\n".join(addresses) + "\n")
+            rows = by_size[size] = []
+            for tool in args.tools:
+                time.sleep(5.0)  # let the previous tool's packets, exit and load settle
+                load = os.getloadavg()[0]
+                row, lines = run_tool(tool, args, addresses, ns, work, target_file)
+                row.notes["loadavg_before"] = round(load, 2)
+                if row.status == "ok" and (row.rate_percent or 0) < 99:
+                    row.status = "behind"
+                rows.append(row)
+                details += lines
+                print(f"  ... {size} {row.tool}: {row.status}, {row.cpu:.1f} CPU-s", flush=True)
+            print(table(rows, f"{size} loopback targets x 1 probe/s, {args.seconds} s per "
+                              f"tool; daemons' /metrics scraped every {args.scrape_every:g} s"
+                              f"{', vcmon publishing to MQTT' if args.mqtt else ''}"
+                              f"{', JSON API read after each scrape' if args.api else ''}"))
     print("\n".join(details))
+    print(summary(by_size))
     print(f"loadavg after: {os.getloadavg()[0]:.2f} (other programs share this machine)")
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"machine": machine(), "details": details,
              "results": [{**asdict(r), "cpu_per_1k": r.cpu_per_1k, "cpu_percent": r.cpu_percent,
-                          "rate_percent": r.rate_percent} for r in rows]}, indent=2) + "\n")
+                          "rate_percent": r.rate_percent} for rows in by_size.values()
+                         for r in rows]}, indent=2) + "\n")
     return 0
 
 

@@ -66,7 +66,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import paho.mqtt.client as mqtt
 import yaml
 from _common import target_addresses
-from _service import (
+from paho.mqtt.enums import CallbackAPIVersion
+from service import (
     Exposition,
     Service,
     bucket_delta,
@@ -75,7 +76,6 @@ from _service import (
     private_network,
     require_root,
 )
-from paho.mqtt.enums import CallbackAPIVersion
 
 from monitor.inventory import parse_config
 from monitor.lab import control, netlab

@@ -229,12 +229,23 @@ class Exposition:
     def values(self, name: str, **labels: str) -> list[float]:
         return [value for _, value in self.samples(name, **labels)]
 
-    def buckets(self, name: str, **labels: str) -> dict[float, float]:
-        """A histogram's cumulative buckets, summed over every series of ``name``."""
-        summed: dict[float, float] = {}
+    def buckets(self, name: str, *, bucketed_only: bool = False,
+                **labels: str) -> dict[float, float]:
+        """A histogram's cumulative buckets, summed over every series of ``name``;
+        ``bucketed_only``: over those with finite buckets only (vcmon's sites with the
+        full series set; the others have only ``+Inf``)."""
+        series: dict[str, dict[float, float]] = {}
         for label_text, value in self.samples(f"{name}_bucket", **labels):
-            le = float(_LE.search(label_text).group(1))  # type: ignore[union-attr]
-            summed[le] = summed.get(le, 0.0) + value
+            found = _LE.search(label_text)
+            assert found is not None, label_text
+            key = label_text[:found.start()] + label_text[found.end():]
+            series.setdefault(key, {})[float(found.group(1))] = value
+        summed: dict[float, float] = {}
+        for bucket in series.values():
+            if bucketed_only and len(bucket) < 2:
+                continue
+            for le, value in bucket.items():
+                summed[le] = summed.get(le, 0.0) + value
         return summed
 
 
@@ -298,6 +309,8 @@ class Scraper:
     scrapes: list[Scrape] = field(default_factory=list)
     first: tuple[Scrape, Response] | None = None
     last: tuple[Scrape, Response] | None = None
+    # Other pages fetched after each scrape (a client of the JSON API, say)
+    also: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -323,5 +336,7 @@ class Scraper:
             if response.status == 200:
                 self.first = self.first or (scrape, response)
                 self.last = (scrape, response)
+            for path in self.also:
+                self.service.get(path, gzip_ok=True)
             if self._stop.wait(max(0.0, start + n * self.every - time.monotonic())):
                 return

@@ -7,6 +7,7 @@ import asyncio
 import os
 import zlib
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -27,7 +28,23 @@ def series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-async def test_the_gzip_page_is_the_plain_page(tmp_path: Path) -> None:
+@pytest.mark.parametrize("forked", [False, True], ids=["thread", "child"])
+async def test_the_gzip_page_is_the_plain_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              forked: bool) -> None:
+    """Both ways of rendering: a small inventory's page in a worker thread (no fork at
+    every scrape), a large one's in a forked child (here: the threshold lowered)."""
+    import monitor.http.server
+
+    children: list[str] = []
+    run_in_child = monitor.http.server.run_in_child
+
+    async def counted(produce: Any, what: str, **kw: Any) -> bytes:
+        children.append(what)
+        return await run_in_child(produce, what, **kw)
+
+    monkeypatch.setattr(monitor.http.server, "run_in_child", counted)
+    if forked:
+        monkeypatch.setattr(monitor.http.server, "_THREAD_RENDER_SITES", 0)
     path = tmp_path / "sites.yaml"
     path.write_text("defaults: {interval: 50ms, timeout: 200ms}\nsites:\n" + SITES)
     port = free_port()
@@ -58,6 +75,7 @@ async def test_the_gzip_page_is_the_plain_page(tmp_path: Path) -> None:
         assert sites == {f"s{i}" for i in range(6)}
         # and it ends where the plain page does: with the daemon-wide families
         assert text.splitlines()[-1].split(" ")[0] == plain.splitlines()[-1].split(" ")[0]
+        assert children == (["render", "render"] if forked else [])
     finally:
         await daemon.shutdown()
 

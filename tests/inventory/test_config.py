@@ -156,6 +156,13 @@ INVALID: dict[str, list[str]] = {
     "invalid-sites-not-list.yml": [
         "{file}:1: sites: expected a list, found a mapping; write one '- ' line per item"
     ],
+    "invalid-series-site.yml": [
+        '{file}:6: series.full.sites[1]: "bn-tiendo" is not a site id in this inventory; '
+        'use the id of a listed site (did you mean "bn-tiendu"?)'
+    ],
+    "invalid-series-tier.yml": [
+        f'{{file}}:3: series.full.tiers[1]: "village" is not allowed here; {SEE_TIERS}'
+    ],
     "invalid-source-key.yml": [
         "{file}:1: source: source is set by vcmon, not by the inventory; remove it"
     ],
@@ -173,7 +180,7 @@ INVALID: dict[str, list[str]] = {
     "invalid-unknown-top-level.yml": [
         '{file}:1: mqttt: unknown key "mqttt" (did you mean "mqtt"?); '
         "allowed keys are: listen, defaults, health, schedule, mqtt, reports, shard, web, "
-        "diagnosis, user, group, sites"
+        "diagnosis, series, user, group, sites"
     ],
     "invalid-window-short.yml": [
         "{file}:3: defaults.window: the window of 60 s is shorter than the interval of 120 s "

@@ -44,6 +44,8 @@ def inventory(path: Path, extra_sites: list[dict[str, Any]] | None = None,
     document["sites"] += extra_sites or []
     if defaults is not None:
         document["defaults"] = defaults
+    # every series of every site: the accuracy checks read window packets from /metrics
+    document["series"] = {"full": {"tiers": ["province", "district", "commune", "unit"]}}
     return parse_config(yaml.safe_dump(document, allow_unicode=True), str(path))
 
 

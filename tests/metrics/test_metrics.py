@@ -36,6 +36,8 @@ sites:
     provision: contract
     contract: {contractor: VNPT Bắc Ninh, reference: HĐ-01}
     address: 127.0.0.11
+series:
+  full: {tiers: [province]}  # tinh writes every series, the commune the default budget
 """
 
 NOW = 1_000_000.0
@@ -44,6 +46,7 @@ NOW = 1_000_000.0
 class Source:
     def __init__(self) -> None:
         config = parse_config(CONFIG)
+        self.config = config
         self.table = SiteTable(config, clock=lambda: NOW)
         self.health = HealthTracker(config, NOW - 60)
         self.ignored_packets: Counter[str] = Counter(foreign=3, late=1)
@@ -181,14 +184,16 @@ def test_health_series(scraped: tuple[Scrape, Source]) -> None:
     value = registry.get_sample_value
     # the commune is down: its own two probes were lost (down_after 2)
     assert value("vcmon_site_status", {**XA, "status": "down"}) == 1
-    assert value("vcmon_site_status", {**XA, "status": "ok"}) == 0
+    # the default budget writes the status a site is in only; the full set all six
+    assert value("vcmon_site_status", {**XA, "status": "ok"}) is None
     assert value("vcmon_site_status", {**LABELS, "status": "ok"}) == 1
     statuses = [s for s in registry.samples
                 if s.name == "vcmon_site_status" and s.labels["site"] == "tinh"]
     assert sorted(s.labels["status"] for s in statuses) == [
         "degraded", "down", "maintenance", "ok", "unknown", "unreachable"]
     assert value("vcmon_site_threshold_exceeded", {**LABELS, "threshold": "loss"}) == 0
-    assert value("vcmon_site_upstream_down", XA) == 0
+    assert value("vcmon_site_upstream_down", XA) is None  # full set only
+    assert value("vcmon_site_upstream_down", LABELS) == 0
     assert value("vcmon_site_unreachable_behind", XA) == 0
     assert value("vcmon_site_state_changes_total", XA) == 1
     assert value("vcmon_site_status_since_timestamp_seconds", XA) == NOW
@@ -242,11 +247,12 @@ def test_chunked_rendering_is_the_same_page(scraped: tuple[Scrape, Source],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A family is written a chunk of sites at a time; chunk borders change nothing."""
     registry, source = scraped
-    texts = SitePage(source).labels.sites
+    page = SitePage(source)
+    texts = page.labels.sites
     monkeypatch.setattr(exposition, "_CHUNK", 1)
-    one_by_one = render_sites(source.table, source.health, texts, NOW)
+    one_by_one = render_sites(source.table, source.health, texts, NOW, page.full)
     monkeypatch.setattr(exposition, "_CHUNK", 1000)
-    assert one_by_one == render_sites(source.table, source.health, texts, NOW)
+    assert one_by_one == render_sites(source.table, source.health, texts, NOW, page.full)
     assert one_by_one in registry.text
     # each family's lines stay together, as the text format requires
     names = [line.split("{")[0] for line in one_by_one.splitlines() if line[0] != "#"]
@@ -256,3 +262,66 @@ def test_chunked_rendering_is_the_same_page(scraped: tuple[Scrape, Source],
         if not seen or seen[-1] != family:
             assert family not in seen, f"{family} is split"
             seen.append(family)
+
+
+def test_plain_histogram_renders_as_prometheus_client_does() -> None:
+    """The scheduler lag, kept as plain numbers, scrapes exactly as a client Histogram."""
+    from prometheus_client import Histogram
+
+    from monitor.metrics.instance import PlainHistogram
+
+    buckets = (0.0001, 0.001, 0.01)
+    plain, client = CollectorRegistry(), CollectorRegistry()
+    lag = PlainHistogram("vcmon_scheduler_lag_seconds", "lag", buckets)
+    plain.register(lag)
+    reference = Histogram("vcmon_scheduler_lag_seconds", "lag", buckets=buckets,
+                          registry=client)
+    for value in (0.0, 0.0001, 0.0004, 0.001, 0.02, 5.0):  # bounds, between, above all
+        lag.observe(value)
+        reference.observe(value)
+
+    def samples(registry: CollectorRegistry) -> set[tuple[str, tuple[tuple[str, str], ...],
+                                                          float]]:
+        return {(s.name, tuple(sorted(s.labels.items())), s.value)
+                for s in next(iter(registry.collect())).samples
+                if not s.name.endswith("_created")}
+
+    assert samples(plain) == samples(client)
+    assert plain.get_sample_value("vcmon_scheduler_lag_seconds_bucket", {"le": "0.001"}) == 4
+
+
+SERIES_BUDGET = """
+defaults: {interval: 1s, window: 60s}
+health:
+  thresholds: {jitter: 5ms}
+sites:
+  - {id: tinh, name: Tinh, tier: province, address: 127.0.0.10}
+  - {id: huyen, name: Huyen, tier: district, parent: tinh, address: 127.0.0.11}
+  - {id: xa-a, name: Xa A, tier: commune, parent: huyen, address: 127.0.0.12}
+  - {id: xa-b, name: Xa B, tier: commune, parent: huyen, address: 127.0.0.13}
+series:
+  full: {tiers: [district], sites: [xa-b]}
+"""
+
+
+def test_series_budget_default_and_full() -> None:
+    """A healthy site writes 20 series by default, 49 with the full set (by tier or
+    site); a crossed threshold adds its one series to the default."""
+    source = Source()
+    source.config = config = parse_config(SERIES_BUDGET)
+    source.table = SiteTable(config, clock=lambda: NOW)
+    source.health = HealthTracker(config, NOW - 60)
+    for i in range(20):
+        for site, jitter in (("tinh", 0.0), ("huyen", 0.0), ("xa-a", 0.02), ("xa-b", 0.0)):
+            source.table.record(reply(site, NOW - 20 + i, 0.010 + jitter * (i % 2)))
+    source.health.update(source.table, NOW, evaluate=True)
+    text = render(source, CollectorRegistry()).decode()
+    per_site = Counter(sample.labels["site"] for family in text_string_to_metric_families(text)
+                       for sample in family.samples if "site" in sample.labels)
+    assert per_site == {"tinh": 20, "huyen": 49, "xa-a": 21, "xa-b": 49}
+    assert 'vcmon_site_threshold_exceeded{site="xa-a",tier="commune",district="huyen",' \
+        'provision="vnpt",threshold="jitter"} 1' in text
+    assert 'site="tinh",tier="province",district="tinh",provision="vnpt",le="+Inf"} 20' in text
+    assert 'site="tinh",tier="province",district="tinh",provision="vnpt",le="0.0128"}' \
+        not in text
+    promtool_check_metrics(text)

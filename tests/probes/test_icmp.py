@@ -139,6 +139,35 @@ async def test_loopback_every_probe_matched_in_microseconds(engines: list[IcmpEn
     assert (engine.sent, engine.received, engine.pending_count) == (len(results.items),) * 2 + (0,)
 
 
+async def test_answered_probes_do_not_wake_the_timer(
+    engines: list[IcmpEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While every probe is answered the timeout timer wakes about once per timeout, not
+    once per probe (it did ~every 10 ms, the timer slack, at a probe every 10 ms)."""
+    assert route_device("127.0.0.1") == "lo"
+    fired: list[float] = []
+    on_timer = IcmpEngine._on_timer
+
+    def counting(engine: IcmpEngine) -> None:
+        fired.append(asyncio.get_running_loop().time())
+        on_timer(engine)
+
+    monkeypatch.setattr(IcmpEngine, "_on_timer", counting)
+    probes_sent, timeout = 60, 0.2
+    results = Results(probes_sent)
+    engine = await start_engine(engines, results, "raw")
+    for _ in range(probes_sent):  # 0.6 s: three timeouts long
+        engine.send("site", "127.0.0.1", timeout)
+        await asyncio.sleep(0.01)
+    await results.wait(1.0)
+    await asyncio.sleep(timeout + 0.05)
+    assert set(results.outcomes()) == {Outcome.REPLY}
+    assert 1 <= len(fired) <= 6, fired
+    # answered probes are still forgotten once past their deadline, at the timer's
+    # next wake-up: at most the last two timeouts' worth are kept
+    assert engine.pending_count == 0 and len(engine._pending) <= 2 * timeout / 0.01
+
+
 async def test_reported_rtt_excludes_event_loop_lag(engines: list[IcmpEngine]) -> None:
     assert route_device("127.0.0.1") == "lo"
     results = Results(5)
@@ -381,6 +410,30 @@ async def test_replies_slower_than_the_interval_are_not_lost(
     assert results.outcomes() == [Outcome.REPLY] * 8
     assert all(0.29 < (result.rtt or 0) < 0.4 for result in results.items)
     assert engine.received == 8 and engine.ignored.total() == 0
+
+
+async def test_unanswered_probe_behind_answered_ones_times_out_on_time(
+    engines: list[IcmpEngine], silent_namespace: NetNamespace, slow_responder: Responder
+) -> None:
+    """The timer skips the deadlines of answered probes, never an unanswered one's."""
+    results = Results(4)
+    engine = await start_engine(engines, results, "raw", silent_namespace)
+    assert silent_namespace.route_device("127.0.0.2") == "lo"
+    loop = asyncio.get_running_loop()
+    # answered after 0.3 s, with deadlines before and after the silent probes'
+    engine.send("answered", "127.0.0.1", 0.5)
+    engine.send("answered", "127.0.0.1", 0.8)
+    sent = loop.time()
+    engine.send("silent", "127.0.0.2", 0.6)
+    engine.send("silent", "127.0.0.2", 0.7)
+    await results.wait(2.0)
+    by_target = {(r.target, r.outcome) for r in results.items}
+    assert by_target == {("answered", Outcome.REPLY), ("silent", Outcome.TIMEOUT)}
+    silent = [at - sent for r, at in zip(results.items, results.arrived, strict=True)
+              if r.target == "silent"]
+    assert 0.6 <= silent[0] < 0.65 and 0.7 <= silent[1] < 0.75, silent
+    assert [r.detail for r in results.items if r.target == "silent"] == [
+        "no reply within 0.6 s", "no reply within 0.7 s"]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from monitor.probing.scheduler import Scheduler, Target, phase_fraction
+from monitor.probing.scheduler import SLOT, SLOT_SHARE, Scheduler, Target, phase_fraction, slot_for
 from probes import Outcome, ProbeResult
 
 
@@ -152,3 +152,49 @@ async def test_hostnames_resolve_and_failures_stay_per_site(
     assert "cannot resolve vc-broken.example: " in errors[-1].detail
     assert "Name or service not known" in errors[-1].detail
     assert len(rec.sends["ip"]) >= 5
+
+
+async def test_sends_due_within_a_slot_share_a_wake_up_and_none_goes_out_late_or_far_early(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """400 targets a second: fewer wake-ups than probes, each probe within the slot of
+    its due time (never before it by more than the slot), and the schedule unchanged."""
+    wakes: list[float] = []
+    wake = Scheduler._wake
+
+    def counting(scheduler: Scheduler, loop: asyncio.AbstractEventLoop) -> None:
+        wakes.append(loop.time())
+        wake(scheduler, loop)
+
+    monkeypatch.setattr(Scheduler, "_wake", counting)
+    rec = Recorder()
+    scheduler = Scheduler(rec.on_result)
+    start = asyncio.get_running_loop().time()
+    scheduler.set_targets([target(rec, f"s{i}", interval=0.5) for i in range(200)])
+    await run_for(scheduler, 1.02)
+    sends = sum(len(times) for times in rec.sends.values())
+    assert sends >= 400
+    assert len(wakes) < sends * 0.7, (len(wakes), sends)
+    for site_id, times in rec.sends.items():
+        due = start + phase_fraction(site_id) * 0.5
+        for k, sent in enumerate(times):
+            # early by at most the slot (plus the clock's resolution); late only by lag
+            assert -SLOT - 0.001 <= sent - (due + k * 0.5) < 0.05, (site_id, k)
+
+
+def test_slot_shrinks_for_fast_intervals_and_bursts() -> None:
+    rec = Recorder()
+    assert slot_for([target(rec, "a", interval=1.0)]) == SLOT
+    assert slot_for([target(rec, "a", interval=1.0), target(rec, "b", interval=0.02)]) \
+        == pytest.approx(0.02 * SLOT_SHARE)
+    assert slot_for([target(rec, "a", interval=1.0, burst=3, burst_spacing=0.04)]) \
+        == pytest.approx(0.04 * SLOT_SHARE)
+    assert slot_for([]) == SLOT
+
+
+def test_send_times_stay_uniform_over_the_interval() -> None:
+    """The phases of 1,000 sites: the spread of send times over one interval is within
+    10 % of uniform (largest gap between the empirical and the uniform distribution)."""
+    phases = sorted(phase_fraction(f"site-{i:04d}") for i in range(1000))
+    gap = max(max(abs(p - i / len(phases)), abs(p - (i + 1) / len(phases)))
+              for i, p in enumerate(phases))
+    assert gap < 0.1, gap

@@ -141,6 +141,7 @@ def test_the_site_info_carries_its_dscp_and_metrics_render_services() -> None:
     class Source:
         def __init__(self) -> None:
             self.table, self.health = world.table, world.health
+            self.config = world.config
             self.ignored_packets: Counter[str] = Counter()
             self.skipped_cycles = self.scheduler_sends = 0
 
