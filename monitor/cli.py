@@ -10,7 +10,8 @@ import json
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from monitor import __version__
 from monitor.inventory import Config, ConfigError, default_config, load_config
@@ -223,13 +224,6 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     return 0 if snapshot.reached and snapshot.bad_hop is None and not snapshot.error else 1
 
 
-def _cycles(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= MAX_CYCLES:
-        raise argparse.ArgumentTypeError(f"{text} is not a number of cycles in 1..{MAX_CYCLES}")
-    return value
-
-
 async def _reflect(args: argparse.Namespace) -> int:
     import signal
 
@@ -291,20 +285,6 @@ def _dscp_tos(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{exc}, or copy") from None
 
 
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 100_000:
-        raise argparse.ArgumentTypeError(f"{text} is not a rate in (0, 100000] packets/s")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port in 1..65535")
-    return value
-
-
 def _add_reflect_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reflect = sub.add_parser(
         "reflect", help="answer TWAMP-light test packets (RFC 5357) from the senders allowed",
@@ -335,20 +315,6 @@ def _add_reflect_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     reflect.set_defaults(func=_cmd_reflect)
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"{text} is not a count between 1 and 1000000")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0.001 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds in 0.001..3600")
-    return value
-
-
 def _payload(text: str) -> int:
     value = int(text)
     if not 16 <= value <= 1472:
@@ -367,6 +333,28 @@ def _add_shard(parser: argparse.ArgumentParser, doing: str) -> None:
     parser.add_argument("--shard", metavar="I/N", type=_shard,
                         help=f"{doing} only shard I of N (0 <= I < N) of the inventory; "
                              "overrides the inventory's shard:")
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(cast: Callable[[str], N], low: N, high: N, what: str, *,
+            above: bool = False) -> Callable[[str], N]:
+    """An argument type: a number from ``low`` (or above it) to ``high``; argparse's
+    refusal names ``what`` the argument is."""
+    def parse(text: str) -> N:
+        value = cast(text)
+        if not (low < value if above else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    return parse
+
+
+_count = _number(int, 1, 1_000_000, "a count between 1 and 1000000")
+_seconds = _number(float, 0.001, 3600.0, "a number of seconds in 0.001..3600")
+_cycles = _number(int, 1, MAX_CYCLES, f"a number of cycles in 1..{MAX_CYCLES}")
+_rate = _number(float, 0.0, 100_000.0, "a rate in (0, 100000] packets/s", above=True)
+_port = _number(int, 1, 65535, "a port in 1..65535")
 
 
 def build_parser() -> argparse.ArgumentParser:
