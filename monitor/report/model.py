@@ -146,7 +146,11 @@ async def fetch_history(session: aiohttp.ClientSession, base: str, since: float,
     queries = {
         "sent": f"sum by (site) (increase(vcmon_probe_packets_sent_total[{d}]))",
         "received": f"sum by (site) (increase(vcmon_probe_packets_received_total[{d}]))",
-        "ok": f'avg by (site) (avg_over_time(vcmon_site_status{{status="ok"}}[{d}]))',
+        # scrapes with the site ok over scrapes with a status: the default series set
+        # writes only the status a site is in, the full set all six (0 or 1)
+        "ok": (f'(sum by (site) (sum_over_time(vcmon_site_status{{status="ok"}}[{d}]))'
+               f" or 0 * sum by (site) (sum_over_time(vcmon_site_status[{d}])))"
+               f" / sum by (site) (sum_over_time(vcmon_site_status[{d}]))"),
         "loss": f"max by (site) (max_over_time(vcmon_site_loss_ratio[{d}]))",
         "rtt": f'max by (site) (max_over_time(vcmon_site_rtt_seconds{{stat="avg"}}[{d}]))',
         "jitter": f"max by (site) (max_over_time(vcmon_site_jitter_seconds[{d}]))",
