@@ -101,6 +101,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import _profile
 from _common import assert_loopback, target_addresses
 from _tools import Row, cpu_ratio, fmt, fmt_rtt, machine, run_fping, table
 from service import (
@@ -330,12 +331,18 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
     # start, middle and end (for its counters), so as not to add a scraper of its own.
     every = args.seconds / 2 if prometheus else args.scrape_every
     prometheus_cpu = prometheus.cpu() if prometheus else None
+    extra: list[str] = []
     api = ("/api/v1/summary", "/api/v1/sites") if args.api else ()
     scraper = Scraper(service, every, also=api).start()
+    profile = work / f"{tool}-{len(addresses)}.pyspy"
+    spy = _profile.start(service.pid, args.seconds, profile) if args.profile else None
     time.sleep(args.seconds + min(every / 2, 2.5))
     scraper.stop()
+    if spy is not None:
+        spy.wait(60)
+        extra += _profile.summary(profile)
     row = window_row(tool, len(addresses), service, scraper)
-    extra = prometheus_notes(prometheus, prometheus_cpu, row) if prometheus else []
+    extra += prometheus_notes(prometheus, prometheus_cpu, row) if prometheus else []
     if row is None:
         service.stop()
         return failed_row(tool, len(addresses), "no scrape", service), []
@@ -537,6 +544,9 @@ def parse_args() -> argparse.Namespace:
                              "then reads the page only at the window's start, middle, end)")
     parser.add_argument("--busy-core", action="store_true",
                         help="a second process keeps one core busy throughout")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample vcmon with py-spy through the window and print where "
+                             "its time goes (a profiled run's CPU is not one to quote)")
     parser.add_argument("--keep", metavar="DIR", help="keep inventories and logs here")
     parser.add_argument("--json", metavar="FILE", help="also write all results here")
     args = parser.parse_args()
