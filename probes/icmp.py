@@ -1,13 +1,17 @@
 """ICMP echo probes, built like fping: one socket per address family for every target.
 
-Replies are drained in an event-loop reader callback and matched to their probe by
-(address, sequence) with the engine's echo id, a per-process random secret and the
-destination's tag in the payload. RTTs come from kernel receive timestamps
-(SO_TIMESTAMPNS), so the loop's own lag never shows up in them. Timeouts share one
-loop timer, armed only for probes still unanswered: while every probe is answered it
-wakes about once per timeout, not once per probe; a probe's timeout is independent of
-how often the caller sends. Every packet read that resolves no probe is counted in ``ignored``
-under one of ``IGNORE_REASONS``; nothing else is kept of it.
+Replies are matched to their probe by (address, sequence) with the engine's echo id, a
+per-process random secret and the destination's tag in the payload. RTTs come from
+kernel receive timestamps (SO_TIMESTAMPNS), so when a reply is read never shows up in
+its RTT: the engine reads its sockets when it polls, not at every packet. It polls right
+after each run of sends (a scheduler's wake-up sends a dozen probes or hundreds; on
+loopback and a LAN their replies are back by then), at the deadline of the earliest
+unanswered probe, and otherwise every ``_POLL_MAX`` while probes are out (every
+``_IDLE_POLL_MAX`` while none is), or sooner when the arrival rate would fill a quarter
+of the socket's buffer before the next poll. At the province's 240 sites over a WAN
+that is one wake-up per scheduler slot instead of one per reply. A probe's timeout is
+independent of how often the caller sends. Every packet read that resolves no probe is
+counted in ``ignored`` under one of ``IGNORE_REASONS``; nothing else is kept of it.
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ import os
 import secrets
 import socket
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
-from heapq import heappop, heappush
 from math import inf
 from time import monotonic_ns, time_ns
 from typing import Any, Final
@@ -56,22 +59,30 @@ __all__ = ["IGNORE_REASONS", "IcmpEngine", "IcmpPermissionError", "Mode", "ping"
 # Per process, so a second vcmon (or a restarted one) never takes our replies for its
 # own; RFC 792 routers do not quote it, so errors are matched on address, id and seq.
 _SECRET: Final = os.urandom(4)
-# Reads per reader callback before yielding to the loop; the socket stays readable,
-# so the rest is read on the next iteration. It bounds how long a flood of foreign
-# packets holds up the sender and the timer: each read costs a few microseconds, so
-# 256 is about a millisecond. Measured (tests/bench/bench_flood.py, 120,000 foreign
-# packets/s on 2 cores): sends 8 ms late at p99 with 256, 20-80 ms with 4,096.
+# Reads per socket and poll before yielding to the loop; the rest is read in the next
+# iteration. It bounds how long a flood of foreign packets holds up the sender and the
+# timers: each read costs a few microseconds, so 256 is about a millisecond. Measured
+# (tests/bench/bench_flood.py, 120,000 foreign packets/s on 2 cores): sends 8 ms late at
+# p99 with 256, 20-80 ms with 4,096.
 _DRAIN_BATCH: Final = 256
 # IPv6 routers quote up to the minimum MTU of the offending packet (RFC 4443 2.4(c)).
 _MIN_RECEIVE: Final = 1280
-# Timeouts fire up to this late, in batches. Lateness is judged on the kernel
-# timestamp, so the slack changes only when a TIMEOUT is reported. The timer is armed
-# for the earliest *unanswered* deadline: answered probes keep their deadline in the
-# forgetting heap only, so an answered probe costs no wake-up of its own (the timer
-# over every deadline woke the loop ~100 times a second at 240 sites, all answered).
+# Timeouts are reported up to this late, so that the deadlines of a few probes share a
+# wake-up. Lateness is judged on the kernel timestamp, so the slack changes only when a
+# TIMEOUT is reported, never an RTT.
 _TIMER_SLACK: Final = 0.01
+# The longest the engine leaves replies unread while probes are out: results reach
+# the caller this late at most (RTTs are the kernel's), and a lone site costs about
+# one poll per probe.
+_POLL_MAX: Final = 0.1
+_POLL_MIN: Final = 0.001
+# ... and while none is out: what arrives then (duplicates, other programs' ICMP on a
+# raw socket) is counted this late at most, and never fills the socket unread.
+_IDLE_POLL_MAX: Final = 10.0
+# What one queued packet takes of a socket's receive buffer: measured 829 bytes for a
+# 56-byte echo reply on loopback (ping and raw sockets, Linux 6.18); rounded up.
+_PACKET_TRUESIZE: Final = 1024
 _IP_HEADER_MAX: Final = 60
-_TIDY_PER_SEND: Final = 2
 
 _REPLY: Final = Outcome.REPLY
 _ERRORS: Final = (Outcome.UNREACHABLE, Outcome.TTL_EXCEEDED)
@@ -131,6 +142,7 @@ class _Probe:
         "address",
         "deadline",
         "done",
+        "key",
         "sent_mono_ns",
         "sent_ns",
         "seq",
@@ -143,6 +155,7 @@ class _Probe:
         self,
         target: str,
         address: str,
+        key: str,
         seq: int,
         tag: int,
         sent_ns: int,
@@ -151,6 +164,7 @@ class _Probe:
     ) -> None:
         self.target = target
         self.address = address
+        self.key = key  # the kernel's spelling of the address: (key, seq) finds it
         self.seq = seq
         self.tag = tag
         self.sent_ns = sent_ns
@@ -168,6 +182,27 @@ class _Probe:
         )
 
 
+def fill_time(capacity: int, arrived: int, elapsed: float) -> float:
+    """Seconds until a socket holding ``capacity`` packets is a quarter full, at the rate
+    of ``arrived`` packets in ``elapsed`` seconds (inf while nothing arrives)."""
+    return capacity / 4 / (arrived / elapsed) if arrived else inf
+
+
+class _Expiry:
+    """The probes sent with one timeout, in send order: their deadlines only grow, so
+    the earliest is always at the left and a poll pops what has passed in O(1) each
+    (one heap over every probe cost two pushes and two pops a probe)."""
+
+    __slots__ = ("sent", "unanswered")
+
+    def __init__(self) -> None:
+        # every probe until its deadline (a reply before it is a duplicate, after it late)
+        self.sent: deque[_Probe] = deque()
+        # the same probes, answered ones dropped lazily from the left: the first one left
+        # is the earliest deadline a timeout may be due at
+        self.unanswered: deque[_Probe] = deque()
+
+
 class IcmpEngine:
     """Sends echo requests to many addresses over one socket per family; see module doc.
 
@@ -176,24 +211,29 @@ class IcmpEngine:
     """
 
     __slots__ = (
+        "_arrived",
         "_bufsize",
         "_by_key",
         "_by_tag",
-        "_deadlines",
+        "_capacity",
         "_destinations",
+        "_expiry",
+        "_fill_time",
         "_loop",
         "_mode",
         "_on_result",
         "_payload_size",
         "_pending",
+        "_poll_soon",
+        "_polled_at",
         "_timer",
         "_timer_at",
-        "_unanswered",
         "_unresolved",
         "_v4",
         "_v6",
         "_v6_error",
         "ignored",
+        "polls",
         "received",
         "sent",
     )
@@ -219,18 +259,26 @@ class IcmpEngine:
         self._by_key: dict[str, _Destination] = {}
         self._by_tag: list[_Destination] = []
         self._pending: dict[tuple[str, int], _Probe] = {}
-        # Every probe's deadline, to forget it (a reply after it is "late", before it a
-        # "duplicate"); and, sharing the same entries, the deadlines the timer is armed
-        # for: entries of answered probes are dropped from it lazily, when they reach its top.
-        self._deadlines: list[tuple[float, tuple[str, int]]] = []
-        self._unanswered: list[tuple[float, tuple[str, int]]] = []
+        self._expiry: dict[float, _Expiry] = {}
+        # one timer for the next poll: the earliest unanswered deadline, or a poll while
+        # probes are out
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = inf
+        # a poll asked for by send(), run by the loop right after the caller's sends
+        self._poll_soon = False
+        self._polled_at = 0.0
+        # seconds until a quarter of the socket's buffer fills at the arrival rate
+        self._fill_time = inf
+        # packets read since the last poll, for the arrival rate
+        self._arrived = 0
+        # packets a socket holds before the kernel drops replies (the smallest socket's)
+        self._capacity = 0
         self._unresolved = 0
         # Every reason from the start, so its series exists before the first such packet.
         self.ignored: Counter[str] = Counter(dict.fromkeys(IGNORE_REASONS, 0))
         self.sent = 0
         self.received = 0
+        self.polls = 0
 
     @property
     def mode(self) -> str:
@@ -247,10 +295,10 @@ class IcmpEngine:
         if self._loop is not None:
             raise RuntimeError("IcmpEngine.start() was already called")
         loop = asyncio.get_running_loop()
-        self._v4 = self._open(loop, v6=False)
+        self._v4 = self._open(v6=False)
         self._loop = loop
 
-    def _open(self, loop: asyncio.AbstractEventLoop, v6: bool) -> _Channel:
+    def _open(self, v6: bool) -> _Channel:
         # IPv6 opens in the mode IPv4 got: the same sysctl and capability decide both.
         sock, opened, ident = open_icmp_socket(v6, self._mode)
         self._mode = opened
@@ -268,7 +316,10 @@ class IcmpEngine:
             Decoder(v6=v6, ident=ident, secret=_SECRET, ip_header=raw_v4),
             v6,
         )
-        loop.add_reader(sock.fileno(), self._drain, channel)
+        # What the kernel grants (it reports twice the size asked for, its bookkeeping
+        # included): without CAP_NET_ADMIN, capped by net.core.rmem_max.
+        capacity = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // _PACKET_TRUESIZE
+        self._capacity = min(self._capacity, capacity) if self._capacity else capacity
         return channel
 
     def send(self, target: str, address: str, timeout: float, *, tos: int = 0) -> None:
@@ -291,7 +342,7 @@ class IcmpEngine:
         destination.issued += 1
         channel = self._v6 if destination.v6 else self._v4
         if channel is None:
-            channel = self._open_v6(loop)
+            channel = self._open_v6()
             if channel is None:
                 self._send_error(loop, target, address, seq, time_ns(), self._v6_error)
                 return
@@ -319,48 +370,28 @@ class IcmpEngine:
                 self._send_error(loop, target, address, seq, sent_ns, error.strerror or str(error))
                 return
         self.sent += 1
-        probe = _Probe(target, address, seq, tag, sent_ns, sent_mono_ns, timeout)
+        probe = _Probe(target, address, destination.key, seq, tag, sent_ns, sent_mono_ns,
+                       timeout)
         key = (destination.key, seq)
         pending = self._pending
-        if key in pending and not pending[key].done:
+        older = pending.get(key)
+        if older is not None and not older.done:
             # 65,536 sends to one address within one timeout: the sequence wrapped.
+            older.done = True
             self._unresolved -= 1
             detail = "no reply before its sequence number was reused"
-            loop.call_soon(self._on_result, pending[key].result(Outcome.TIMEOUT, detail=detail))
+            loop.call_soon(self._on_result, older.result(Outcome.TIMEOUT, detail=detail))
         pending[key] = probe
         self._unresolved += 1
-        entry = (probe.deadline, key)
-        heappush(self._deadlines, entry)
-        heappush(self._unanswered, entry)
-        self._tidy(sent_mono_ns * 1e-9)
-        if probe.deadline + _TIMER_SLACK < self._timer_at:
-            self._arm(loop, probe.deadline + _TIMER_SLACK)
-
-    def _tidy(self, now: float) -> None:
-        """A little of the timer's bookkeeping at each send, so that it never comes in one
-        piece: with every probe answered the timer wakes once per timeout, and forgetting
-        a timeout's worth of answered probes at once (20,000 at 20,000 sites) held up
-        the loop for tens of milliseconds. Two entries of each heap per send outpace the
-        one each send adds; what is not answered is left for the timer to report."""
-        pending, deadlines, unanswered = self._pending, self._deadlines, self._unanswered
-        for _ in range(_TIDY_PER_SEND):
-            if not deadlines or deadlines[0][0] > now:
-                break
-            deadline, key = deadlines[0]
-            probe = pending.get(key)
-            if probe is not None and probe.deadline == deadline:
-                if not probe.done:
-                    break  # a timeout: reported by the timer, from the loop
-                del pending[key]
-            heappop(deadlines)
-        for _ in range(_TIDY_PER_SEND):
-            if not unanswered:
-                break
-            deadline, key = unanswered[0]
-            probe = pending.get(key)
-            if probe is not None and not probe.done and probe.deadline == deadline:
-                break
-            heappop(unanswered)
+        expiry = self._expiry.get(timeout)
+        if expiry is None:
+            expiry = self._expiry[timeout] = _Expiry()
+        expiry.sent.append(probe)
+        expiry.unanswered.append(probe)
+        if not self._poll_soon:
+            # after the caller's run of sends, not inside it: its tables may be in use
+            self._poll_soon = True
+            loop.call_soon(self._poll)
 
     def _destination(self, address: str) -> _Destination:
         v6, sockaddr, key = socket_address(address)
@@ -388,64 +419,90 @@ class IcmpEngine:
         # Deferred: the caller may be iterating its own tables when it calls send().
         loop.call_soon(self._on_result, result)
 
-    def _open_v6(self, loop: asyncio.AbstractEventLoop) -> _Channel | None:
+    def _open_v6(self) -> _Channel | None:
         if self._v6_error:
             return None
         try:
-            self._v6 = self._open(loop, v6=True)
+            self._v6 = self._open(v6=True)
         except OSError as exc:
             self._v6_error = f"cannot open an IPv6 ICMP socket: {exc}"
         return self._v6
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+    def _poll(self) -> None:
+        """Read what the sockets hold, report the timeouts that are due, plan the next
+        poll. Replies the kernel queued (timestamped in time) while the loop was busy
+        are matched before their probes are declared lost."""
+        self._poll_soon = False
+        loop = self._loop
+        if loop is None:  # closed while the poll was queued
+            return
+        self.polls += 1
+        more = False
+        for channel in (self._v4, self._v6):
+            if channel is not None:
+                more = self._drain(channel) or more
+        now = loop.time()
+        self._expire(now)
+        elapsed = now - self._polled_at
+        if elapsed > 0:
+            self._fill_time = fill_time(self._capacity, self._arrived, elapsed)
+        self._polled_at, self._arrived = now, 0
+        if more:
+            # a socket had more than a batch: read on in the next iteration, after the
+            # sender and the timers have had their turn
+            self._poll_soon = True
+            loop.call_soon(self._poll)
+        self._arm(loop, now)
+
+    def _expire(self, now: float) -> None:
+        pending = self._pending
+        for expiry in self._expiry.values():
+            sent = expiry.sent
+            while sent and sent[0].deadline <= now:
+                probe = sent.popleft()
+                key = (probe.key, probe.seq)
+                if pending.get(key) is probe:
+                    del pending[key]
+                if not probe.done:
+                    probe.done = True
+                    self._unresolved -= 1
+                    detail = f"no reply within {probe.timeout_ns / 1e9:g} s"
+                    self._on_result(probe.result(Outcome.TIMEOUT, detail=detail))
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        """The timer for the next poll: the earliest deadline of a probe still
+        unanswered, and before the socket could be a quarter full; no later than
+        ``_POLL_MAX`` from now while probes are out, ``_IDLE_POLL_MAX`` while none is."""
+        longest = _POLL_MAX if self._unresolved else _IDLE_POLL_MAX
+        when = now + max(_POLL_MIN, min(longest, self._fill_time))
+        for expiry in self._expiry.values():
+            unanswered = expiry.unanswered
+            while unanswered and unanswered[0].done:
+                unanswered.popleft()
+            if unanswered:
+                when = min(when, unanswered[0].deadline + _TIMER_SLACK)
+        if when == self._timer_at:
+            return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(when, self._on_timer)
+            self._timer = None
         self._timer_at = when
+        if when < inf:
+            self._timer = loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = inf
-        # Replies the kernel already queued (timestamped in time) while the loop was
-        # busy must be matched before their probes are declared lost.
-        for channel in (self._v4, self._v6):
-            if channel is not None:
-                self._drain(channel)
-        loop = self._loop
-        assert loop is not None, "the timer is armed only by send(), after start()"
-        now = loop.time()
-        deadlines = self._deadlines
-        pending = self._pending
-        while deadlines and deadlines[0][0] <= now:
-            _, key = heappop(deadlines)
-            probe = pending.get(key)
-            # Absent: already expired. Later deadline: a newer probe took the key.
-            if probe is not None and probe.deadline <= now:
-                self._expire_probe(key, probe)
-        # The next wake-up: the earliest deadline of a probe still unanswered. Entries of
-        # answered, expired or replaced probes leave here, once each.
-        unanswered = self._unanswered
-        while unanswered:
-            deadline, key = unanswered[0]
-            probe = pending.get(key)
-            if probe is not None and not probe.done and probe.deadline == deadline:
-                self._arm(loop, deadline + _TIMER_SLACK)
-                break
-            heappop(unanswered)
+        self._poll()
 
-    def _expire_probe(self, key: tuple[str, int], probe: _Probe) -> None:
-        del self._pending[key]
-        if not probe.done:
-            self._unresolved -= 1
-            detail = f"no reply within {probe.timeout_ns / 1e9:g} s"
-            self._on_result(probe.result(Outcome.TIMEOUT, detail=detail))
-
-    def _drain(self, channel: _Channel) -> None:
+    def _drain(self, channel: _Channel) -> bool:
+        """Read up to a batch from ``channel``; True if more may be waiting."""
         recvmsg = channel.sock.recvmsg
         decode = channel.decode
         pending = self._pending
         ignored = self.ignored
         bufsize = self._bufsize
+        read = 0
         for _ in range(_DRAIN_BATCH):
             try:
                 data, ancillary, _, source = recvmsg(bufsize, ANCILLARY_SIZE)
@@ -456,6 +513,7 @@ class IcmpEngine:
                 # socket, any with RECVERR) is raised once and cleared; the ICMP error
                 # itself is read as a packet or from the error queue.
                 continue
+            read += 1
             kind, seq, tag, quoted, detail = decode(data)
             if kind is _REPLY:
                 probe = pending.get((source[0], seq))
@@ -473,8 +531,10 @@ class IcmpEngine:
                     )
             else:
                 ignored[kind] += 1
+        self._arrived += read
         if self._mode == "dgram":
             self._drain_error_queue(channel)
+        return read == _DRAIN_BATCH
 
     def _claim(self, address: str, seq: int, tag: int) -> _Probe | None:
         """The unresolved probe a reply or ICMP error is for, now resolved; else count why not.
@@ -555,14 +615,14 @@ class IcmpEngine:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_at = inf
         for channel in (self._v4, self._v6):
             if channel is not None:
-                loop.remove_reader(channel.sock.fileno())
                 channel.sock.close()
         self._v4 = self._v6 = None
+        self._loop = None  # a poll still queued finds nothing to read
         self._pending.clear()
-        self._deadlines.clear()
-        self._unanswered.clear()
+        self._expiry.clear()
         self._unresolved = 0
 
 

@@ -142,8 +142,10 @@ async def test_loopback_every_probe_matched_in_microseconds(engines: list[IcmpEn
 async def test_answered_probes_do_not_wake_the_timer(
     engines: list[IcmpEngine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While every probe is answered the timeout timer wakes about once per timeout, not
-    once per probe (it did ~every 10 ms, the timer slack, at a probe every 10 ms)."""
+    """Replies are read in the poll that follows the sends, so while every probe is
+    answered the engine's timer does not fire at all (it woke ~every 10 ms, the timer
+    slack, at a probe every 10 ms before timeouts were armed for unanswered probes
+    only), and answered probes are still forgotten once past their deadline."""
     assert route_device("127.0.0.1") == "lo"
     fired: list[float] = []
     on_timer = IcmpEngine._on_timer
@@ -162,10 +164,36 @@ async def test_answered_probes_do_not_wake_the_timer(
     await results.wait(1.0)
     await asyncio.sleep(timeout + 0.05)
     assert set(results.outcomes()) == {Outcome.REPLY}
-    assert 1 <= len(fired) <= 6, fired
-    # answered probes are still forgotten once past their deadline, at the timer's
-    # next wake-up: at most the last two timeouts' worth are kept
+    # a reply the kernel was late to queue (the suite shares the machine) may need one
+    assert len(fired) <= 2, fired
+    assert engine.polls <= probes_sent + len(fired)
+    # at most the last timeout's worth of answered probes are kept, with some to spare
     assert engine.pending_count == 0 and len(engine._pending) <= 2 * timeout / 0.01
+
+
+async def test_a_run_of_sends_is_read_in_one_poll(engines: list[IcmpEngine]) -> None:
+    """A scheduler's wake-up sends many probes at once: the engine reads their replies
+    in one poll right after the run, not one loop wake-up per reply."""
+    addresses = [f"127.0.1.{i}" for i in range(1, 41)]
+    assert route_device(addresses[0]) == route_device(addresses[-1]) == "lo"
+    results = Results(len(addresses))
+    engine = await start_engine(engines, results, "raw")
+    polls = engine.polls
+    for address in addresses:
+        engine.send(address, address, 0.5)
+    await results.wait(1.0)
+    assert engine.polls - polls == 1
+    assert set(results.outcomes()) == {Outcome.REPLY}
+    # every result in the same iteration of the loop
+    assert max(results.arrived) - min(results.arrived) < 0.005
+
+
+def test_fill_time_keeps_a_quarter_of_the_socket_free() -> None:
+    # 8,192 packets of room, 20,000 a second coming in: a quarter fills in 0.1 s
+    assert probes.icmp.fill_time(8192, 500, 0.025) == pytest.approx(0.1024)
+    # Debian's default rmem_max (425,984 bytes granted): 416 packets, polled in 5 ms
+    assert probes.icmp.fill_time(416, 500, 0.025) == pytest.approx(0.0052)
+    assert probes.icmp.fill_time(8192, 0, 1.0) == float("inf")
 
 
 async def test_reported_rtt_excludes_event_loop_lag(engines: list[IcmpEngine]) -> None:
@@ -311,18 +339,19 @@ async def test_foreign_duplicate_forged_and_garbage_packets_are_ignored(
         for packet in garbage:
             other.sendto(with_checksum(packet), ("127.0.0.1", 0))
         await asyncio.sleep(0.1)
+    # With no probe out the engine reads again at its next send (or within its idle
+    # poll): the next probes are answered, and what came meanwhile is counted.
+    results.expected = 15
+    for _ in range(5):
+        engine.send("site", ours, 1.0)
+    assert set(result.outcome for result in await results.wait(1.0)) == {Outcome.REPLY}
     new = engine.ignored - before
     assert new["duplicate"] == 10
     assert new["cookie"] == 10
     assert new["foreign"] >= 10  # other programs on this host may be pinging too
     assert new["malformed"] == 3
-    assert len(results.items) == 10 and set(results.outcomes()) == {Outcome.REPLY}
-    assert engine.received == 10
-    # and the engine still works
-    results.expected = 15
-    for _ in range(5):
-        engine.send("site", ours, 1.0)
-    assert set(result.outcome for result in await results.wait(1.0)) == {Outcome.REPLY}
+    assert len(results.items) == 15
+    assert engine.received == 15
 
 
 # --- inside namespaces ---------------------------------------------------------
