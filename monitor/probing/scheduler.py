@@ -33,9 +33,9 @@ ResultFn = Callable[[ProbeResult], None]
 
 # Probes due within this much of the earliest due one go out in the same wake-up:
 # waking the loop costs far more than sending a packet a few milliseconds early.
-# Measured at 240 loopback sites a second (bench_scale.py, 2026-12-05, idle machine):
-# 2.4 % of a core with a 20 ms slot, 1.5 % with 50 ms. With the starts evenly spaced,
-# the send times then stay within slot/interval (5 % at 1 s) of uniform.
+# Measured with the daemon alone on 240 loopback sites (2026-12-05, two 30 s spans of
+# /proc CPU, load < 0.2): 2.4 % of a core with a 20 ms slot, 1.5 % with 50 ms. With the
+# starts evenly spaced, the send times stay within slot/interval (5 % at 1 s) of uniform.
 SLOT = 0.05
 # ... but never more than this share of the shortest interval or burst spacing among
 # the targets, so that fast lab intervals (20 ms) and burst spacings keep their shape,
