@@ -15,6 +15,8 @@ packets, every status and threshold as 0 or 1):
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.inventory.fields import Tier
@@ -38,9 +40,15 @@ class SeriesSettings(BaseModel):
 
     full: FullSeries = Field(default_factory=FullSeries)
 
+    @cached_property
+    def _full_sites(self) -> frozenset[str]:
+        # asked once per site at every start and reload: the list took 205 ms at
+        # 20,000 sites with 1,000 of them named, on the probe loop
+        return frozenset(self.full.sites)
+
     def full_for(self, site_id: str, tier: str) -> bool:
         """Whether this site exports every series, not only the default ~20."""
-        return tier in self.full.tiers or site_id in self.full.sites
+        return tier in self.full.tiers or site_id in self._full_sites
 
 
 def series_references(series: object, site_ids: set[str]) -> list[Found]:
