@@ -65,12 +65,14 @@ How the columns are measured:
   upper bound of its bucket (on loopback everything is in the first, 0.05 ms); the
   exact mean (histogram sum / count over the window) is in the notes for both.
 
-``--prometheus S``: Debian's Prometheus scrapes vcmon every S s for the whole window
-(the bench then reads the page only at the window's start, middle and end); printed:
-its CPU over the window, its resident memory, head series and last scrape time (the
-whole system's cost). ``--busy-core``: a second process keeps one core busy for the
-whole run. After each vcmon window ``/metrics`` is fetched five times gzipped and three
-times as plain text, one after another: the median wall time of each is printed.
+``--prometheus S``: Debian's Prometheus scrapes vcmon every S s; its first three scrapes
+(which create every series) come before the window and are printed apart, then it
+scrapes through the whole window (the bench then reads the page only at the window's
+start, middle and end); printed: its CPU over the window, its resident memory, head
+series and last scrape time (the whole system's cost). ``--busy-core``: a second
+process keeps one core busy for the whole run. After each vcmon window ``/metrics`` is
+fetched five times gzipped and three times as plain text, one after another: the median
+wall time of each is printed.
 
 Under the table, for vcmon: start-up (process start to ``/-/healthy`` and to
 ``/-/ready``), the scrapes (wall time per scrape, page size compressed and not), its
@@ -216,6 +218,23 @@ def prometheus_server(work: Path, target_port: int, every: float) -> Service | N
     return service
 
 
+PROMETHEUS_WARM_UP = 3  # scrapes before the window: the first ones create every series
+
+
+def prometheus_warm_up(prometheus: Service, every: float) -> str:
+    """Let Prometheus scrape ``PROMETHEUS_WARM_UP`` times before the window starts: its
+    first scrapes create every series (memory, index) and cost far more than the
+    scrapes of a running system. Their CPU is printed apart."""
+    before = prometheus.cpu() or 0.0
+    started = time.monotonic()
+    time.sleep(PROMETHEUS_WARM_UP * every)
+    cpu = (prometheus.cpu() or 0.0) - before
+    wall = time.monotonic() - started
+    return (f"  Prometheus warm-up ({PROMETHEUS_WARM_UP} scrapes, {wall:.0f} s, not in the "
+            f"window): CPU {cpu / wall * 100:.1f} % of a core, RSS "
+            f"{(prometheus.rss_kib() or 0) / 1024:.0f} MiB")
+
+
 def prometheus_notes(prometheus: Service, cpu_before: float | None,
                      row: Row | None) -> list[str]:
     """Prometheus's CPU over the window, its memory, series and scrape time; stops it."""
@@ -327,11 +346,13 @@ def run_vcmon(args: argparse.Namespace, addresses: list[str], ns: NetNamespace, 
         service.stop()
         return failed_row(tool, len(addresses), "no start", service), []
     prometheus = prometheus_server(work, port, args.prometheus) if args.prometheus else None
+    extra: list[str] = []
+    if prometheus is not None:
+        extra.append(prometheus_warm_up(prometheus, args.prometheus))
     # With a real Prometheus scraping, the bench reads the page only at the window's
     # start, middle and end (for its counters), so as not to add a scraper of its own.
     every = args.seconds / 2 if prometheus else args.scrape_every
     prometheus_cpu = prometheus.cpu() if prometheus else None
-    extra: list[str] = []
     api = ("/api/v1/summary", "/api/v1/sites") if args.api else ()
     scraper = Scraper(service, every, also=api).start()
     profile = work / f"{tool}-{len(addresses)}.pyspy"
