@@ -324,9 +324,12 @@ def failed_row(tool: str, targets: int, status: str, service: Service) -> Row:
 
 def histogram_rtt(row: Row, hist: dict[float, float], rtt_sum: float, count: float) -> None:
     """p99 as a bucket bound, and the exact mean, from a window's histogram increase."""
-    _, p99 = bucket_quantile(hist, 0.99)
+    interpolated, p99 = bucket_quantile(hist, 0.99)
     row.rtt_p99_ms = None if p99 is None else p99 * 1000
     row.rtt_p99_is_bound = True
+    # Prometheus' histogram_quantile (linear inside the bucket: an overstatement when
+    # the values sit at the bottom of it, as on loopback)
+    row.notes["rtt_p99_interpolated_ms"] = _ms(interpolated)
     row.notes["rtt_mean_ms"] = round(rtt_sum / count * 1000, 4) if count else None
 
 
