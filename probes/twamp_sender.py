@@ -61,7 +61,8 @@ LATE: Final = "late"  # the reply to a packet already counted as lost (past its 
 DUPLICATE: Final = "duplicate"  # a further reply to a packet already answered
 IGNORE_REASONS: Final = (MALFORMED, FOREIGN, UNMATCHED, LATE, DUPLICATE)
 
-# Reads per reader callback before yielding to the loop (the ICMP engine reads as many per poll: ~1 ms).
+# Reads per reader callback before yielding to the loop (~1 ms; the ICMP engine reads
+# as many per poll).
 _DRAIN_BATCH: Final = 256
 # Packets of different streams due within this much of each other go out in one
 # wake-up, as the scheduler's probes do (T1 is read at each send, so no figure moves).
