@@ -24,8 +24,8 @@ from monitor.metrics.page import SitePage
 from monitor.metrics.paths import DiagnosisCollector
 from monitor.mqtt.publisher import MqttPublisher
 from monitor.probing.diagnosis import DiagnosisRunner, Outcome, TraceRequest
-from monitor.probing.plan import ProbePlan
-from monitor.probing.scheduler import Scheduler
+from monitor.probing.plan import ProbePlan, probe_rate
+from monitor.probing.scheduler import Scheduler, Target
 from monitor.probing.services import ServiceRunner
 from monitor.probing.streams import StreamRunner
 from monitor.report import writer as report_writer
@@ -48,6 +48,9 @@ SHUTDOWN_GRACE = 1.0
 # Flushing queued events, "offline" and the disconnect run alongside the grace above,
 # so that a dead broker cannot make a stop take longer.
 MQTT_STOP_GRACE = 1.0
+# The ICMP sockets should hold at least this long of replies unread (see _check_buffer):
+# Debian's default net.core.rmem_max grants ~415 replies, 21 ms at 20,000 sites.
+BUFFER_SECONDS = 0.25
 
 
 class Daemon:
@@ -115,6 +118,7 @@ class Daemon:
         # Every socket that needs privileges first (ICMP, the listener), then none are
         # kept: nothing else may run before (a thread would keep root's capabilities).
         targets = await self.plan.targets(self.config)
+        self._check_buffer(targets)
         await self.http.start(self.listen)
         if self.config.user is not None:  # about to switch user: see prepare_fallback
             prepare_fallback()
@@ -248,6 +252,7 @@ class Daemon:
             self.page.reconfigure()
             planned.commit()
             self.scheduler.set_targets(planned.targets)
+            self._check_buffer(planned.targets)
             services.commit()
             self.services.scheduler.set_targets(services.targets)
             self.streams.scheduler.set_targets(self.streams.targets(config))
@@ -261,6 +266,19 @@ class Daemon:
         log.info("reloaded", source=config.source, sites=len(after),
                  added=len(after - before), removed=len(before - after))
         return []
+
+    def _check_buffer(self, targets: list[Target]) -> None:
+        """Warn when the ICMP sockets hold less than ``BUFFER_SECONDS`` of replies: a
+        scrape's fork or a reload that holds the loop that long would lose replies, and
+        they would read as packet loss."""
+        rate = probe_rate(targets)
+        seconds = self.plan.buffer_seconds(rate)
+        if seconds < BUFFER_SECONDS:
+            log.warning("socket_buffer_small", holds_s=round(seconds, 3),
+                        probes_per_s=round(rate),
+                        hint="the kernel caps the receive buffer at net.core.rmem_max; "
+                             "raise it to 8388608 (deploy/sysctl.d/61-vcmon-buffer.conf) "
+                             "and restart vcmon")
 
     async def _feed_watchdog(self) -> None:
         """WATCHDOG=1 only while the schedule is being kept: a stalled loop gets restarted."""

@@ -290,6 +290,12 @@ class IcmpEngine:
         """Probes sent and not yet resolved."""
         return self._unresolved
 
+    @property
+    def capacity(self) -> int:
+        """Replies the smallest open socket can hold before the kernel drops them
+        (0 before ``start()``): what the kernel granted of the 4 MiB asked for."""
+        return self._capacity
+
     async def start(self) -> None:
         """Open the IPv4 socket (IPv6 opens on the first IPv6 send)."""
         if self._loop is not None:

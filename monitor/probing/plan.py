@@ -27,6 +27,11 @@ def marked(send: SendFn, tos: int) -> SendFn:
     return functools.partial(send, tos=tos) if tos else send  # type: ignore[call-arg]
 
 
+def probe_rate(targets: list[Target]) -> float:
+    """Probes a second that ``targets`` send."""
+    return sum(t.burst / t.interval for t in targets)
+
+
 class ProbePlan:
     """The open engines and the send function of each (engine, DSCP) pair."""
 
@@ -74,6 +79,12 @@ class ProbePlan:
         for engine in self.engines.values():
             total.update(engine.ignored)
         return total
+
+    def buffer_seconds(self, rate: float) -> float:
+        """How long the sockets hold replies unread at ``rate`` probes a second: what a
+        loop that is held up for longer loses (inf with no engine or no probe)."""
+        capacity = min((engine.capacity for engine in self.engines.values()), default=0)
+        return capacity / rate if rate and capacity else float("inf")
 
     @property
     def pending(self) -> int:
