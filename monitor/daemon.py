@@ -102,6 +102,10 @@ class Daemon:
         return self.plan.ignored_packets
 
     @property
+    def receive_dropped(self) -> int:
+        return self.plan.receive_dropped
+
+    @property
     def skipped_cycles(self) -> int:
         return self.scheduler.skipped_cycles
 

@@ -25,7 +25,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from math import inf
 from time import monotonic_ns, time_ns
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from probes._result import Outcome, ProbeResult
 from probes.icmp_packet import (
@@ -48,6 +48,7 @@ from probes.icmp_socket import (
     SO_EE_ORIGIN_ICMP6,
     IcmpPermissionError,
     Mode,
+    dropped,
     open_icmp_socket,
     read_error_queue,
     receive_time_ns,
@@ -289,6 +290,15 @@ class IcmpEngine:
     def pending_count(self) -> int:
         """Probes sent and not yet resolved."""
         return self._unresolved
+
+    @property
+    def dropped(self) -> int:
+        """Packets the kernel dropped because the sockets were full (for want of a
+        poll in time): replies among them were reported as timeouts. Read from the
+        kernel's socket table at each call (a scrape), not on the probe path."""
+        mode: Literal["dgram", "raw"] = "raw" if self._mode == "raw" else "dgram"
+        return sum(dropped(channel.sock, mode, channel.v6)
+                   for channel in (self._v4, self._v6) if channel is not None)
 
     @property
     def capacity(self) -> int:

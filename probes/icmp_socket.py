@@ -180,6 +180,25 @@ def receive_time_ns(ancillary: list[tuple[int, int, bytes]], now_ns: int) -> int
     return now_ns
 
 
+def dropped(sock: socket.socket, mode: Literal["dgram", "raw"], v6: bool) -> int:
+    """Packets the kernel dropped for ``sock`` because its buffer was full: the
+    ``drops`` column of its line in /proc/net/icmp, icmp6, raw or raw6 (this network
+    namespace's), found by the socket's inode; 0 where that cannot be read. (Ping
+    sockets do not report SO_RXQ_OVFL, so the table is the one way for both kinds.)"""
+    table = f"/proc/net/{'icmp' if mode == 'dgram' else 'raw'}{'6' if v6 else ''}"
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    try:
+        with open(table) as lines:
+            for line in lines:
+                fields = line.split()
+                # sl local remote st tx:rx tr:when retrnsmt uid timeout inode ref ptr drops
+                if len(fields) >= 13 and fields[9] == inode:
+                    return int(fields[12])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def read_error_queue(
     sock: socket.socket, bufsize: int, v6: bool
 ) -> Iterator[tuple[bytes, str, tuple[int, int, int, str] | None]]:

@@ -53,6 +53,11 @@ class DaemonCollector(Collector):
             labels=["reason"])
         for reason, count in sorted(source.ignored_packets.items()):
             ignored.add_metric([reason], count)
+        dropped = CounterMetricFamily(
+            "vcmon_icmp_receive_dropped",
+            "ICMP packets the kernel dropped because vcmon's socket was full (it read too "
+            "late): replies among them were counted as lost; 0 while the network alone "
+            "explains the loss.", value=source.receive_dropped)
         skipped = CounterMetricFamily(
             "vcmon_scheduler_skipped_cycles",
             "Probe cycles skipped because the daemon was stalled for over an interval.",
@@ -84,7 +89,7 @@ class DaemonCollector(Collector):
             "vcmon_demo",
             "1 while vcmon runs the embedded demo inventory (vcmon run --demo), not real sites.",
             value=1 if source.health.config.demo else 0)
-        yield from (sites, *_shard_families(source), ignored, skipped, sends, active,
+        yield from (sites, *_shard_families(source), ignored, dropped, skipped, sends, active,
                     preflight, starts, ends, demo)
 
 

@@ -87,6 +87,11 @@ class ProbePlan:
         return capacity / rate if rate and capacity else float("inf")
 
     @property
+    def receive_dropped(self) -> int:
+        """Packets the kernel dropped because an engine's socket was full."""
+        return sum(engine.dropped for engine in self.engines.values())
+
+    @property
     def pending(self) -> int:
         """Probes sent and not yet resolved, over every engine."""
         return sum(engine.pending_count for engine in self.engines.values())

@@ -34,6 +34,11 @@ class Source(Protocol):
         ...
 
     @property
+    def receive_dropped(self) -> int:
+        """Packets the kernel dropped because the ICMP sockets were full."""
+        ...
+
+    @property
     def skipped_cycles(self) -> int:
         """Probe cycles skipped because the loop stalled for over an interval."""
         ...

@@ -59,6 +59,8 @@ ROUTES = [
     ({"alertname": "VcmonStatesSettling", "severity": "none", "job": "vcmon"}, "hold-back"),
     ({"alertname": "VcmonConfigReloadFailed", "severity": "warning", "job": "vcmon"},
      "technicians"),
+    ({"alertname": "VcmonDroppingReplies", "severity": "warning", "job": "vcmon"},
+     "technicians"),
 ]
 
 

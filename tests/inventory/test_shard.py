@@ -165,7 +165,7 @@ class Instance:
         self.table = SiteTable(config, clock=lambda: self.now)
         self.health = HealthTracker(config, T0)
         self.ignored_packets: Counter[str] = Counter()
-        self.skipped_cycles = self.scheduler_sends = 0
+        self.skipped_cycles = self.scheduler_sends = self.receive_dropped = 0
 
     def seconds(self, n: int, down: set[str]) -> None:
         for _ in range(n):

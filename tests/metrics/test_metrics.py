@@ -51,6 +51,7 @@ class Source:
         self.health = HealthTracker(config, NOW - 60)
         self.ignored_packets: Counter[str] = Counter(foreign=3, late=1)
         self.skipped_cycles = 0
+        self.receive_dropped = 2
         self.scheduler_sends = 7
 
 
@@ -158,6 +159,7 @@ def test_self_metrics(scraped: tuple[Scrape, Source]) -> None:
     assert value("vcmon_sites_configured", {"tier": "commune", "provision": "contract"}) == 1
     assert value("vcmon_icmp_packets_ignored_total", {"reason": "foreign"}) == 3
     assert value("vcmon_scheduler_skipped_cycles_total") == 0
+    assert value("vcmon_icmp_receive_dropped_total") == 2
     assert value("vcmon_scheduler_sends_total") == 7
     rss = value("process_resident_memory_bytes")
     assert rss is not None and rss > 1e6

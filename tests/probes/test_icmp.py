@@ -357,6 +357,34 @@ async def test_foreign_duplicate_forged_and_garbage_packets_are_ignored(
 # --- inside namespaces ---------------------------------------------------------
 
 
+async def test_replies_the_full_socket_dropped_are_counted_as_vcmons_own(
+    engines: list[IcmpEngine],
+) -> None:
+    """A socket too small for a run of sends: the kernel drops replies, the engine
+    reports their probes as timeouts and counts the drops (the kernel's socket table),
+    so that loss of vcmon's own is told apart from the network's. A ping socket in a namespace
+    of the test's own sees only its replies: every drop is one of them."""
+    with NetNamespace() as namespace:
+        namespace.sysctl("net.ipv4.ping_group_range", OPEN_PING_GROUPS)
+        addresses = [f"127.0.2.{i}" for i in range(1, 201)]
+        assert namespace.route_device(addresses[0]) == "lo"
+        assert namespace.route_device(addresses[-1]) == "lo"
+        results = Results(len(addresses))
+        engine = await start_engine(engines, results, "dgram", namespace)
+        assert engine.capacity > 1000 and engine.dropped == 0
+        assert engine._v4 is not None
+        engine._v4.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for address in addresses:  # one run: nothing is read until it is over
+            engine.send(address, address, 0.2)
+        await results.wait(1.0)
+        received = results.outcomes().count(Outcome.REPLY)
+        lost = len(addresses) - received
+        assert lost > 100  # a 8 KiB buffer holds about 10 replies
+        assert results.outcomes().count(Outcome.TIMEOUT) == lost
+        with namespace.entered():  # the socket table is the namespace's own
+            assert engine.dropped == lost
+
+
 @pytest.mark.parametrize("mode", ["raw", "dgram"])
 async def test_silent_address_times_out(
     engines: list[IcmpEngine], silent_namespace: NetNamespace, mode: probes.icmp.Mode

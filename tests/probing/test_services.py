@@ -143,7 +143,7 @@ def test_the_site_info_carries_its_dscp_and_metrics_render_services() -> None:
             self.table, self.health = world.table, world.health
             self.config = world.config
             self.ignored_packets: Counter[str] = Counter()
-            self.skipped_cycles = self.scheduler_sends = 0
+            self.skipped_cycles = self.scheduler_sends = self.receive_dropped = 0
 
     text = render(Source(), CollectorRegistry()).decode()
     assert 'vcmon_site_info{site="hall"' in text and 'dscp="34"} 1' in text
