@@ -391,7 +391,10 @@ class Daemon:
             first_cycle = loop.create_task(self.scheduler.first_cycle_done.wait())
             await asyncio.wait((stop, first_cycle), return_when=asyncio.FIRST_COMPLETED)
             if first_cycle.done():
-                # Every site has had its first probe and /metrics is serving.
+                # Every site has had its first probe and /metrics is serving; the
+                # per-site state the first round made (destinations, windows) lives
+                # as long as the tables, so it leaves the collector's sight too.
+                settle()
                 self.notifier.ready(f"probing {len(self.table)} sites")
             else:
                 first_cycle.cancel()

@@ -168,7 +168,7 @@ async def test_answered_probes_do_not_wake_the_timer(
     assert len(fired) <= 2, fired
     assert engine.polls <= probes_sent + len(fired)
     # at most the last timeout's worth of answered probes are kept, with some to spare
-    assert engine.pending_count == 0 and len(engine._pending) <= 2 * timeout / 0.01
+    assert engine.pending_count == 0 and len(engine._resolved) <= 2 * timeout / 0.01
 
 
 async def test_a_run_of_sends_is_read_in_one_poll(engines: list[IcmpEngine]) -> None:
