@@ -21,17 +21,11 @@ from monitor.inventory.web import WebUsers
 from monitor.metrics.instance import DaemonMetrics
 from monitor.metrics.page import SitePage
 from monitor.status.source import Source
+from monitor.system import forked
 from monitor.system.forked import ChildFailed, pack, run_in_child
 
 # /metrics goes to the socket in pieces of this size (bytes)
 _SEND_PIECE = 256 << 10
-# Up to this many sites /metrics is rendered in a worker thread: their page (20 series
-# a site, ~0.5 MB at the province's 240 sites) takes a few milliseconds, while forking
-# the ~60 MB daemon cost ~8 ms of CPU in this process (page tables, copy-on-write) at
-# every scrape, more than the render. Above it, a forked child keeps the render's
-# hundreds of milliseconds off the probe loop's GIL.
-_THREAD_RENDER_SITES = 1000
-
 
 
 class Lifecycle(Protocol):
@@ -241,7 +235,7 @@ class HttpServer:
                 for start in range(0, len(body), _SEND_PIECE):
                     await send(body[start:start + _SEND_PIECE])
 
-            if len(self._source.table.sites) <= _THREAD_RENDER_SITES:
+            if len(self._source.table.sites) <= forked.CHILD_ABOVE_SITES:
                 await in_thread()
             else:
                 try:

@@ -1,4 +1,5 @@
-"""Work done in a forked child of the daemon: /metrics pages, and reading inventories.
+"""Work done in a forked child of the daemon: /metrics pages, the JSON API's pages of
+every site, and reading inventories.
 
 At 20,000 sites the /metrics page is ~100 MB of text and takes about a second of CPU
 to write and compress. In a worker thread that second is taken from the probe loop
@@ -38,6 +39,12 @@ try:
 except ImportError:  # a platform without its wheel: zlib does the same, slower
     _deflate = zlib
 
+# Up to this many sites the pages people and Prometheus read (/metrics, the JSON API)
+# are written in a worker thread: at the province's 240 sites that takes a few
+# milliseconds, while forking the ~60 MB daemon costs ~8 ms of CPU in this process
+# (page tables, copy-on-write) every time, more than the work. Above it a forked child
+# keeps the work's hundreds of milliseconds off the probe loop's GIL.
+CHILD_ABOVE_SITES = 1000
 # Far above a 20,000-site render (~1 s): a child that takes this long is stuck.
 TIMEOUT = 60.0
 # the pipe's buffer, and the pieces read from it (bytes)

@@ -578,6 +578,9 @@ def parse_args() -> argparse.Namespace:
         parser.error("--seconds must be 10..3600 and --targets 1..62500")
     if not 1 <= args.scrape_every <= args.seconds / 2:
         parser.error("--scrape-every must be at least 1 s and at most half of --seconds")
+    if args.profile and _profile.py_spy() is None:
+        # before any daemon starts: found missing later, the exit left vcmon running
+        parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
     return args
 
 

@@ -34,6 +34,7 @@ async def test_the_gzip_page_is_the_plain_page(tmp_path: Path, monkeypatch: pyte
     """Both ways of rendering: a small inventory's page in a worker thread (no fork at
     every scrape), a large one's in a forked child (here: the threshold lowered)."""
     import monitor.http.server
+    import monitor.system.forked
 
     children: list[str] = []
     run_in_child = monitor.http.server.run_in_child
@@ -44,7 +45,7 @@ async def test_the_gzip_page_is_the_plain_page(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(monitor.http.server, "run_in_child", counted)
     if forked:
-        monkeypatch.setattr(monitor.http.server, "_THREAD_RENDER_SITES", 0)
+        monkeypatch.setattr(monitor.system.forked, "CHILD_ABOVE_SITES", 0)
     path = tmp_path / "sites.yaml"
     path.write_text("defaults: {interval: 50ms, timeout: 200ms}\nsites:\n" + SITES)
     port = free_port()

@@ -202,3 +202,42 @@ def test_stream_records_list_exactly_the_documented_fields() -> None:
         assert set(window[direction]) == set(schemas["Direction"]["required"])
     assert (window["forward"]["lost"], window["reverse"]["lost"]) == (0, 1)
     assert document["last_stream_at"].startswith("20")
+
+
+async def test_a_large_inventorys_pages_come_from_a_forked_child_and_match(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``CHILD_ABOVE_SITES`` the sites and summary pages are computed in a forked
+    child (off the probe loop's GIL) and say what the worker thread's pages say; a
+    second read within the second is served from the cache, without another child."""
+    import monitor.system.forked
+
+    children: list[str] = []
+    run_in_child = monitor.system.forked.run_in_child
+
+    async def counted(produce: Any, what: str, **kw: Any) -> bytes:
+        children.append(what)
+        return await run_in_child(produce, what, **kw)
+
+    async def pages() -> tuple[Any, Any]:
+        app = web.Application()
+        register_routes(app, stand)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+            sites = await _get(test_client, "/api/v1/sites")
+            assert await _get(test_client, "/api/v1/sites") == sites
+            return sites, await _get(test_client, "/api/v1/summary")
+
+    stand = _stand()
+    threaded = await pages()
+    assert children == []
+    monkeypatch.setattr(monitor.system.forked, "run_in_child", counted)
+    monkeypatch.setattr(monitor.system.forked, "CHILD_ABOVE_SITES", 0)
+    in_child = await pages()
+    assert children == ["sites page", "summary page"]
+    for before, after in zip(threaded, in_child, strict=True):
+        for document in (before, after):
+            document.pop("generated_at")
+            document.pop("timestamp")
+        if "sites" in before:  # window statistics are of the moment each page was made
+            for record in (*before["sites"], *after["sites"]):
+                record.pop("window")
+        assert after == before
