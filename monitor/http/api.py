@@ -57,8 +57,8 @@ class Api:
         Every site's record and window statistics: milliseconds at the province's 240
         sites, in a worker thread; over a second and ~10 MB of JSON at 20,000, in a
         forked child, because a thread would take that second from the probe loop
-        through the GIL (measured: 10 % of the replies lost at 20,000 sites when the
-        sites were read every 5 s).
+        through the GIL (measured at 20,000 sites read every 5 s: 88 % of the probes
+        sent, one probe cycle in eight skipped).
         """
         async with self._computing:
             now = time.time()
