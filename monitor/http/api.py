@@ -40,6 +40,24 @@ def _json(payload: object, status: int = 200) -> web.Response:
                         content_type="application/json", charset="utf-8")
 
 
+async def _in_child(name: str, produce: Callable[[], bytes]) -> bytes | None:
+    """``produce()`` in a forked child, or None (logged) if no child could do it."""
+    # taken in pieces on the event loop as the pipe fills: without a sink, a reading
+    # thread would hand the GIL back and forth with the loop for each piece of ~10 MB
+    pieces: list[bytes] = []
+
+    async def keep(piece: bytes) -> None:
+        pieces.append(piece)
+
+    try:
+        await forked.run_in_child(produce, f"{name} page", sink=keep)
+    except (forked.ChildFailed, OSError) as exc:
+        log.warning("api_page_fallback", page=name, problem=str(exc),
+                    hint="computed in a thread instead")
+        return None
+    return b"".join(pieces)
+
+
 class Api:
     """Handlers over an instance's table, health and configuration (its ``Source``)."""
 
@@ -70,21 +88,11 @@ class Api:
                 return _dumps(build(now)).encode()
 
             loop = asyncio.get_running_loop()
-            if len(self._source.table.sites) <= forked.CHILD_ABOVE_SITES:
+            body = None
+            if len(self._source.table.sites) > forked.CHILD_ABOVE_SITES:
+                body = await _in_child(name, produce)
+            if body is None:
                 body = await loop.run_in_executor(None, produce)
-            else:
-                pieces: list[bytes] = []
-
-                async def keep(piece: bytes) -> None:
-                    pieces.append(piece)
-
-                try:
-                    await forked.run_in_child(produce, f"{name} page", sink=keep)
-                    body = b"".join(pieces)
-                except (forked.ChildFailed, OSError) as exc:
-                    log.warning("api_page_fallback", page=name, problem=str(exc),
-                                hint="computed in a thread instead")
-                    body = await loop.run_in_executor(None, produce)
             self._cached[name] = (now, body)
             # not kept past its second: the sites page is ~10 MB at 20,000 sites
             loop.call_later(_CACHE_SECONDS, self._forget, name, now)
