@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor import __version__
 from monitor.http.server import HttpServer
-from monitor.inventory import Config, ConfigError, default_config
+from monitor.inventory import Config, ConfigError, Site, default_config
 from monitor.inventory.isolated import load_config_isolated_async, prepare_fallback
 from monitor.inventory.mqtt import MqttSetupError
 from monitor.inventory.secrets import check_reloaded, warn_exposed_secrets
@@ -305,8 +305,8 @@ class Daemon:
         elif change.after is Status.DOWN:
             self.diagnosis.request(change.site.id, change.site.address, "down")
 
-    def _trace_targets(self) -> list[tuple[str, str]]:
-        return [(state.site.id, state.site.address) for state in self.table.sites.values()]
+    def _trace_targets(self) -> list[Site]:
+        return [state.site for state in self.table.sites.values()]
 
     def request_trace(self, site_id: str) -> Outcome | None:
         """An operator's trace of one site now (POST /api/v1/sites/{id}/trace); None: no

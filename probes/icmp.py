@@ -237,7 +237,8 @@ class IcmpEngine:
         self._v4: _Channel | None = None
         self._v6: _Channel | None = None
         self._v6_error = ""
-        # by the caller's spelling, by the kernel's spelling, and by tag (the index)
+        # by the caller's spelling where it is not the kernel's (most are: one table less
+        # at 20,000 sites), by the kernel's spelling, and by tag (the index)
         self._destinations: dict[str, _Destination] = {}
         self._by_key: dict[str, _Destination] = {}
         self._by_tag: list[_Destination] = []
@@ -334,9 +335,9 @@ class IcmpEngine:
             raise RuntimeError("IcmpEngine.send() before start() or after close()")
         if tos and not 0 < tos < 256:
             raise ValueError(f"tos must be between 0 and 255, not {tos}")
-        destination = self._destinations.get(address)
+        destination = self._by_key.get(address)
         if destination is None:
-            destination = self._destination(address)
+            destination = self._destinations.get(address) or self._destination(address)
         seq = destination.next_seq
         destination.next_seq = (seq + 1) & 0xFFFF
         destination.issued += 1
@@ -400,7 +401,8 @@ class IcmpEngine:
             destination = _Destination(v6, sockaddr, key, len(self._by_tag))
             self._by_key[key] = destination
             self._by_tag.append(destination)
-        self._destinations[address] = destination
+        if address != key:
+            self._destinations[address] = destination
         return destination
 
     def _send_error(

@@ -165,6 +165,10 @@ def socket_address(address: str) -> tuple[bool, tuple[Any, ...], str]:
     # getaddrinfo turns an IPv6 "%zone" into the scope id the kernel needs.
     info = socket.getaddrinfo(address, None, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)
     sockaddr = info[0][4]
+    if sockaddr[0] == address:
+        # spelled as the kernel does: the caller's string, not a copy of it for each
+        # destination (60 bytes a site)
+        sockaddr = (address, *sockaddr[1:])
     return v6, sockaddr, str(sockaddr[0])
 
 

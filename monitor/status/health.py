@@ -153,14 +153,16 @@ class SiteHealth:
             crossed = tuple(name for name in THRESHOLD_NAMES if name in names)
             stream_words = list(dict.fromkeys(words for _, words in found))
         self.exceeded = crossed
+        # The streaks stop where they are compared (enter_after, leave_after): a small
+        # int is CPython's shared one, not an object of its own for every site.
         if crossed:
-            self.bad_streak += 1
+            self.bad_streak = min(self.bad_streak + 1, health.enter_after)
             self.good_streak = 0
             icmp = tuple(name for name in crossed if not views or name not in STREAM_DECIDES)
             self.degraded_reason = ", ".join(
                 part for part in (describe(icmp, stats, self.limits), *stream_words) if part)
         else:
-            self.good_streak += 1
+            self.good_streak = min(self.good_streak + 1, health.leave_after)
             self.bad_streak = 0
         if not self.degraded and self.bad_streak >= health.enter_after:
             self.degraded = True
@@ -199,12 +201,13 @@ class HealthTracker:
         before = {**self.upstream, **self.sites}
         sites: dict[str, SiteHealth] = {}
         upstream: dict[str, SiteHealth] = {}
-        self._by_district: dict[str, list[str]] = {}
+        # district → its sites, made when a maintenance window first names a district
+        # (most never do; one list a site was 4 MB at 20,000 sites of their own district)
+        self._by_district: dict[str, list[str]] | None = None
         # Owned site → every site behind it in the whole inventory, ours or not (only
         # sites with someone behind them: most sites are leaves)
         self._behind: dict[str, list[str]] = {}
         for site in config.sites:
-            self._by_district.setdefault(site.district or site.id, []).append(site.id)
             ancestors = _ancestors(config, site)
             for ancestor in ancestors:
                 if ancestor in selection.owned:
@@ -220,7 +223,8 @@ class HealthTracker:
                 h.site, h.limits, h.ancestors, h.hold = site, limits, ancestors, hold
             (sites if role is Role.OWNED else upstream)[site.id] = h
         self.sites, self.upstream = sites, upstream
-        self._tracked = {**upstream, **sites}
+        # one shard (the usual case): no copy of the sites' table
+        self._tracked = {**upstream, **sites} if upstream else sites
         self.paths.reconfigure(set(sites), config.diagnosis.baseline_interval)
 
     def update(self, table: SiteTable, now: float, *, evaluate: bool) -> list[StateChange]:
@@ -274,9 +278,17 @@ class HealthTracker:
             for site_id in window.sites:
                 found.setdefault(site_id, reason)
             for district in window.districts:
-                for site_id in self._by_district.get(district, ()):
+                for site_id in self._district_sites().get(district, ()):
                     found.setdefault(site_id, reason)
         return found
+
+    def _district_sites(self) -> dict[str, list[str]]:
+        if self._by_district is None:
+            by_district: dict[str, list[str]] = {}
+            for site in self.config.sites:
+                by_district.setdefault(site.district or site.id, []).append(site.id)
+            self._by_district = by_district
+        return self._by_district
 
     def _statuses(self, items: list[tuple[str, SiteHealth]], table: SiteTable, now: float,
                   in_maintenance: dict[str, str]) -> list[StateChange]:
