@@ -9,7 +9,8 @@ from monitor.metrics.text import INFO_LABELS, SITE_LABELS, label_text
 from monitor.status.services import ServiceTable
 from monitor.status.sites import SiteTable
 
-# (the labels every series of it carries, those of its info series)
+# (the labels every series of it carries, the ones its info series adds after those:
+# only the addition is kept, the site's pair was 110 bytes longer, 2 MB at 20,000 sites)
 Texts = tuple[str, str]
 
 
@@ -20,15 +21,14 @@ def site_texts(site: Site, settings: ProbeSettings) -> Texts:
             (contact and contact.name) or "", (contact and contact.phone) or "",
             (contract and contract.contractor) or "", (contract and contract.reference) or "",
             str(settings.dscp)]
-    labels = label_text(SITE_LABELS, values)
-    return labels, f"{labels},{label_text(INFO_LABELS, info)}"
+    return label_text(SITE_LABELS, values), label_text(INFO_LABELS, info)
 
 
 def probe_texts(site: Site, spec: ServiceProbe) -> Texts:
     values = [site.id, site.tier, site.district or site.id, site.provision]
     labels = f'{label_text(SITE_LABELS, values)},probe="{spec.label}"'
     port = getattr(spec, "port", None)
-    return labels, f'{labels},kind="{spec.kind}",port="{port or ""}",dscp="{spec.dscp or 0}"'
+    return labels, f'kind="{spec.kind}",port="{port or ""}",dscp="{spec.dscp or 0}"'
 
 
 class LabelCache:

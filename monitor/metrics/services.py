@@ -35,7 +35,7 @@ def render_services(table: ServiceTable, texts: dict[str, Texts], now: float) ->
         if found is None:  # a probe a reload added while this page was being written
             continue
         labels, info = found
-        out["vcmon_probe_info"].append(f"vcmon_probe_info{{{info}}} 1")
+        out["vcmon_probe_info"].append(f"vcmon_probe_info{{{labels},{info}}} 1")
         if state.up is not None:
             out["vcmon_probe_up"].append(f"vcmon_probe_up{{{labels}}} {int(state.up)}")
         if state.success is not None:

@@ -130,7 +130,7 @@ Row = tuple[Texts, "SiteState", "WindowStats", "SiteHealth | None", bool]
 
 
 def _info(rows: list[Row]) -> list[str]:
-    return [f"vcmon_site_info{{{info}}} 1" for (_, info), _, _, _, _ in rows]
+    return [f"vcmon_site_info{{{labels},{info}}} 1" for (labels, info), _, _, _, _ in rows]
 
 
 def _up(rows: list[Row]) -> list[str]:
@@ -155,7 +155,9 @@ def _errors(rows: list[Row]) -> list[str]:
 
 
 def _histogram(rows: list[Row]) -> list[str]:
-    return [_hist_lines(labels, *accumulate(tuple(state.bucket_counts)), state.rtt_sum) if full
+    # a full site's histogram: its buckets' counts, then their sum
+    return [_hist_lines(labels, *accumulate(h[:-1]), h[-1])
+            if full and (h := state.histogram) is not None
             else _sum_count_lines(labels, state.received, state.rtt_sum)
             for (labels, _), state, _, _, full in rows]
 
