@@ -327,3 +327,35 @@ def test_series_budget_default_and_full() -> None:
     assert 'site="tinh",tier="province",district="tinh",provision="vnpt",le="0.0128"}' \
         not in text
     promtool_check_metrics(text)
+
+
+def test_reload_to_full_starts_the_histogram_and_back_drops_it() -> None:
+    """A site a reload puts in the full set counts its buckets, sum and count from
+    then on (one consistent histogram); taken out again, it is back to sum and count."""
+    source = Source()
+    source.config = parse_config(SERIES_BUDGET)
+    source.table = SiteTable(source.config, clock=lambda: NOW)
+    source.health = HealthTracker(source.config, NOW - 60)
+    for i in range(5):
+        source.table.record(reply("tinh", NOW - 20 + i, 0.010))
+    assert source.table.sites["tinh"].histogram is None
+    source.config = parse_config(SERIES_BUDGET.replace("sites: [xa-b]", "sites: [xa-b, tinh]"))
+    source.table.reconfigure(source.config)
+    source.health.reconfigure(source.config, NOW)
+    for i in range(3):
+        source.table.record(reply("tinh", NOW - 10 + i, 0.002))
+    text = render(source, CollectorRegistry()).decode()
+    tinh = 'site="tinh",tier="province",district="tinh",provision="vnpt"'
+    assert f'vcmon_probe_rtt_seconds_bucket{{{tinh},le="0.0032"}} 3' in text
+    assert f'vcmon_probe_rtt_seconds_bucket{{{tinh},le="+Inf"}} 3' in text
+    assert f"vcmon_probe_rtt_seconds_count{{{tinh}}} 3" in text
+    assert f"vcmon_probe_rtt_seconds_sum{{{tinh}}} 0.006" in text
+    assert f"vcmon_probe_packets_received_total{{{tinh}}} 8" in text
+    promtool_check_metrics(text)
+    source.config = parse_config(SERIES_BUDGET)
+    source.table.reconfigure(source.config)
+    source.health.reconfigure(source.config, NOW)
+    assert source.table.sites["tinh"].histogram is None
+    text = render(source, CollectorRegistry()).decode()
+    assert f'vcmon_probe_rtt_seconds_bucket{{{tinh},le="+Inf"}} 8' in text
+    assert f'{tinh},le="0.0032"' not in text
