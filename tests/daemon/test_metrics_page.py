@@ -44,6 +44,15 @@ async def test_the_gzip_page_is_the_plain_page(tmp_path: Path, monkeypatch: pyte
         return await run_in_child(produce, what, **kw)
 
     monkeypatch.setattr(monitor.http.server, "run_in_child", counted)
+    handed_over = monitor.http.server._handed_over
+    direct: list[bool] = []
+
+    async def seen(request: Any, response: Any) -> int | None:
+        fd = await handed_over(request, response)
+        direct.append(fd is not None)
+        return fd
+
+    monkeypatch.setattr(monitor.http.server, "_handed_over", seen)
     if forked:
         monkeypatch.setattr(monitor.system.forked, "CHILD_ABOVE_SITES", 0)
     path = tmp_path / "sites.yaml"
@@ -67,6 +76,15 @@ async def test_the_gzip_page_is_the_plain_page(tmp_path: Path, monkeypatch: pyte
             async with client.get(url, headers={"Accept-Encoding": "identity"}) as response:
                 assert "Content-Encoding" not in response.headers
                 plain = (await response.read()).decode()
+            async with client.head(url) as response:  # the headers, no render
+                assert response.status == 200 and await response.read() == b""
+        # HTTP/1.0 has no chunks: the page comes through the daemon, ended by the close
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: vcmon\r\n\r\n")
+        head, _, old_client = (await asyncio.wait_for(reader.read(), 10)).partition(b"\r\n\r\n")
+        writer.close()
+        assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower()
+        assert series(old_client.decode()) == series(plain)
         unpacked = zlib.decompressobj(16 + zlib.MAX_WBITS)
         text = unpacked.decompress(packed).decode()
         assert unpacked.eof and unpacked.unused_data == b""  # one gzip member, whole
@@ -76,7 +94,9 @@ async def test_the_gzip_page_is_the_plain_page(tmp_path: Path, monkeypatch: pyte
         assert sites == {f"s{i}" for i in range(6)}
         # and it ends where the plain page does: with the daemon-wide families
         assert text.splitlines()[-1].split(" ")[0] == plain.splitlines()[-1].split(" ")[0]
-        assert children == (["render", "render"] if forked else [])
+        assert children == (["render"] * 3 if forked else [])
+        # over HTTP/1.1 the child writes to the client itself
+        assert direct == ([True, True, False] if forked else [])
     finally:
         await daemon.shutdown()
 

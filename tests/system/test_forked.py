@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
+import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from monitor.system.forked import ChildFailed, pack, run_in_child
+from monitor.system.forked import ChildFailed, pack, run_in_child, send_chunked
 
 
 def _chunks() -> Iterator[bytes]:
@@ -69,4 +71,60 @@ async def test_a_failing_sink_ends_the_child() -> None:
     started = time.monotonic()
     with pytest.raises(ConnectionResetError):
         await run_in_child(lambda: b"x" * (8 << 20), "render", sink=gone)
+    assert time.monotonic() - started < 5
+
+
+def _dechunked(stream: bytes) -> tuple[bytes, list[int]]:
+    """An HTTP/1.1 chunked body (without its last, empty chunk) and its chunks' sizes."""
+    body, sizes = b"", []
+    while stream:
+        line, _, stream = stream.partition(b"\r\n")
+        size = int(line, 16)
+        assert size > 0 and stream[size:size + 2] == b"\r\n"
+        body, sizes, stream = body + stream[:size], [*sizes, size], stream[size + 2:]
+    return body, sizes
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
+async def test_a_child_writes_the_page_to_the_client_in_chunks(gzipped: bool) -> None:
+    """What the client reads from a non-blocking socket (as the daemon's are) is the
+    same body, framed; the socket stays non-blocking for the daemon."""
+    loop = asyncio.get_running_loop()
+    ours, client = socket.socketpair()
+    ours.setblocking(False)
+    # ~6 MB, 3 MB gzipped: more than a socket buffer holds
+    big = [chunk + os.urandom(750).hex().encode() for chunk in _chunks()]
+    received = bytearray()
+
+    def read() -> None:
+        with client:
+            while piece := client.recv(1 << 20):
+                received.extend(piece)
+
+    reading = loop.run_in_executor(None, read)
+    try:
+        assert await run_in_child(
+            lambda: send_chunked(ours.fileno(), iter(big), gzipped), "render") == b""
+        assert not ours.getblocking()
+    finally:
+        ours.close()
+    await reading
+    body, sizes = _dechunked(bytes(received))
+    assert body == pack(iter(big), gzipped)
+    if gzipped:
+        assert gzip.decompress(body) == b"".join(big)
+    assert len(sizes) > 1 and min(sizes[:-1]) >= 256 << 10
+
+
+async def test_a_client_that_reads_nothing_ends_the_child() -> None:
+    ours, client = socket.socketpair()
+    ours.setblocking(False)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ChildFailed, match="exit code 70"):
+            await run_in_child(lambda: send_chunked(ours.fileno(), [b"x" * (32 << 20)], False,
+                                                    stall=0.3), "render")
+    finally:
+        ours.close()
+        client.close()
     assert time.monotonic() - started < 5
