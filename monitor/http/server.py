@@ -242,16 +242,13 @@ class HttpServer:
 
             if len(self._source.table.sites) <= forked.CHILD_ABOVE_SITES:
                 await in_thread()
-            elif (fd := await _handed_over(request, response)) is not None:
-                try:
-                    await run_in_child(lambda: send_chunked(fd, page(), gzipped), "render")
-                except (ChildFailed, OSError) as exc:
-                    # the headers are out: this scrape fails, the next starts afresh
-                    log.error("metrics_render_failed", problem=str(exc))
-                    raise
             else:
+                fd = await _handed_over(request, response)
                 try:
-                    await run_in_child(lambda: pack(page(), gzipped), "render", sink=send)
+                    if fd is not None:
+                        await run_in_child(lambda: send_chunked(fd, page(), gzipped), "render")
+                    else:
+                        await run_in_child(lambda: pack(page(), gzipped), "render", sink=send)
                 except (ChildFailed, OSError) as exc:
                     if response.prepared:
                         # part of the page is out: this scrape fails, the next starts afresh
@@ -312,8 +309,7 @@ async def _handed_over(request: web.Request, response: web.StreamResponse) -> in
     taken the headers yet."""
     transport = request.transport
     if (request.version < HttpVersion11 or transport is None
-            or transport.get_extra_info("sslcontext") is not None
-            or transport.get_extra_info("ssl_object") is not None):
+            or transport.get_extra_info("sslcontext") is not None):
         return None
     sock = transport.get_extra_info("socket")
     if sock is None:

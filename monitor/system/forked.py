@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import fcntl
 import gc
+import itertools
 import os
 import select
 import signal
@@ -98,19 +99,17 @@ def send_chunked(fd: int, chunks: Iterable[bytes], gzipped: bool,
     poller.register(fd, select.POLLOUT)
     pieces: list[bytes] = []
     size = 0
-    for piece in encoded(chunks, gzipped):
+    for piece in itertools.chain(encoded(chunks, gzipped), [b""]):  # b"": the end
         pieces.append(piece)
         size += len(piece)
-        if size >= _FRAME:
-            _write_all(fd, poller, b"".join([b"%x\r\n" % size, *pieces, b"\r\n"]), stall)
+        if size >= _FRAME or (not piece and size):
+            _write_all(fd, poller, [b"%x\r\n" % size, *pieces, b"\r\n"], stall)
             pieces, size = [], 0
-    if size:
-        _write_all(fd, poller, b"".join([b"%x\r\n" % size, *pieces, b"\r\n"]), stall)
     return b""
 
 
-def _write_all(fd: int, poller: select.poll, data: bytes, stall: float) -> None:
-    view = memoryview(data)
+def _write_all(fd: int, poller: select.poll, parts: list[bytes], stall: float) -> None:
+    view = memoryview(b"".join(parts))
     while view:
         try:
             view = view[os.write(fd, view):]
