@@ -77,6 +77,8 @@ _SEND_ATTEMPTS: Final = 16
 # Reads per drain of a ping socket: a trace has at most MAX_HOPS requests in flight per
 # cycle, so this is never the limit for our own packets.
 _DRAIN_LIMIT: Final = 1024
+# How long icmplib may take over a read the raw socket already has queued.
+_READ_LIMIT: Final = 0.5
 
 _Kind = Literal["reply", "ttl_exceeded", "unreachable"]
 # ICMP types of an answer by family: echo reply, time exceeded, destination unreachable
@@ -284,10 +286,16 @@ class _RawTransport:
         return float(request.time)
 
     def receive(self, timeout: float) -> _Answer | None:
-        try:
-            reply = self._sock.receive(None, timeout)
-        except icmplib.TimeoutExceeded:
+        # Waited for here, not in icmplib: its receive() throws away a packet it reads
+        # after its own time limit, so an answer queued as a cycle's wait ran out (or
+        # while this thread waited for a core) was lost and counted against its hop.
+        readable, _, _ = select.select([self._sock.sock], [], [], max(timeout, 0.0))
+        if not readable:
             return None
+        try:
+            reply = self._sock.receive(None, _READ_LIMIT)
+        except icmplib.TimeoutExceeded:
+            return _FOREIGN  # readable, yet nothing icmplib could parse
         except icmplib.ICMPLibError as exc:
             raise OSError(str(exc)) from None
         kind = self._kinds.get(reply.type)

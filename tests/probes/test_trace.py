@@ -1,15 +1,19 @@
-"""Path diagnosis without a network: the verdict, path comparison and the report."""
+"""Path diagnosis without a network (loopback at most): the verdict, path comparison,
+the report, and how the sockets read an answer."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from probes.trace import (
     BadHop,
     Hop,
+    IcmpPermissionError,
     PathSnapshot,
+    _open,
     divergence,
     first_bad_hop,
     render,
@@ -181,3 +185,25 @@ def test_render_of_a_trace_the_kernel_stopped_says_so() -> None:
         "error: the trace stopped after 0 packets: [Errno 101] Network is unreachable",
         "no bad hop found before the trace stopped",
     ]
+
+
+@pytest.mark.parametrize("mode", ["raw", "dgram"])
+def test_an_answer_queued_when_the_wait_runs_out_is_read_not_dropped(mode: str) -> None:
+    """Loopback only. icmplib's own receive() discarded a packet read after its time
+    limit, so an echo reply already waiting when a cycle's wait ended was lost."""
+    try:
+        transport = _open("127.0.0.1", False, mode)  # type: ignore[arg-type]
+    except IcmpPermissionError as exc:
+        pytest.skip(str(exc))
+    try:
+        sent_at = transport.send(7, 64)
+        time.sleep(0.1)  # loopback answers at once: the reply is queued, unread
+        # a raw socket on loopback reads our own request first (not an answer: skipped)
+        answers = [transport.receive(0.0) for _ in range(2)]
+        answer = next((a for a in answers if a is None or a.sequence != -1), None)
+        assert answer is not None and answer.sequence == 7, answers
+        assert answer.kind == "reply" and answer.source == "127.0.0.1"
+        assert 0.0 <= answer.at - sent_at < 1.0
+    finally:
+        transport.close()
+

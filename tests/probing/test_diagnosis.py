@@ -25,7 +25,7 @@ from monitor.probing.plan import ProbePlan
 from monitor.probing.scheduler import Scheduler
 from monitor.status.paths import PathBook
 from probes import ProbeResult
-from probes.trace import PathSnapshot
+from probes.trace import PathSnapshot, render
 from tests.netns import skip_unless_available
 
 ROLES = ("core", "district", "commune")
@@ -148,8 +148,10 @@ async def test_shared_cause_groups_the_sites_behind_one_router(lab: RoutedLab) -
             runner.request(site, lab.target, "degraded")
         await recorded.wait_for(3, 60)
     causes = recorded.book.shared_causes(dict.fromkeys(("xa-1", "xa-2", "xa-3"), went_bad))
+    traces = "\n".join(f"{request.site_id}: {render(snapshot)}"
+                       for request, snapshot, _ in recorded.done)
     assert [(c.address, c.sites) for c in causes] == [(lab.hop_address(1),
-                                                       ("xa-1", "xa-2", "xa-3"))]
+                                                       ("xa-1", "xa-2", "xa-3"))], traces
 
 
 @skip_unless_available
