@@ -38,15 +38,14 @@ def families_text(families: Iterable[tuple[str, str, str]],
 
 
 SITE_LABELS = ("site", "tier", "district", "provision")
-# Longer values live on vcmon_site_info only, joined on `site` in PromQL.
-# dscp: of the site's ICMP probes, 0..63 (0: unmarked)
-INFO_LABELS = ("name", "parent", "address", "contact_name", "contact_phone", "contractor",
-               "contract_reference", "dscp")
 
 
 def escape(value: str) -> str:
     """A label value as the text format wants it (backslash, quote and newline escaped)."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    # most values hold none of the three: the value itself is returned, not a copy
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
 
 
 def label_text(names: Iterable[str], values: Iterable[str]) -> str:

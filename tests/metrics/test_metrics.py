@@ -326,7 +326,7 @@ def test_series_budget_default_and_full() -> None:
     assert 'site="tinh",tier="province",district="tinh",provision="vnpt",le="+Inf"} 20' in text
     assert 'site="tinh",tier="province",district="tinh",provision="vnpt",le="0.0128"}' \
         not in text
-    promtool_check_metrics(text)
+    assert promtool_check_metrics(text) == ""
 
 
 def test_reload_to_full_starts_the_histogram_and_back_drops_it() -> None:
@@ -351,7 +351,7 @@ def test_reload_to_full_starts_the_histogram_and_back_drops_it() -> None:
     assert f"vcmon_probe_rtt_seconds_count{{{tinh}}} 3" in text
     assert f"vcmon_probe_rtt_seconds_sum{{{tinh}}} 0.006" in text
     assert f"vcmon_probe_packets_received_total{{{tinh}}} 8" in text
-    promtool_check_metrics(text)
+    assert promtool_check_metrics(text) == ""
     source.config = parse_config(SERIES_BUDGET)
     source.table.reconfigure(source.config)
     source.health.reconfigure(source.config, NOW)
@@ -359,3 +359,31 @@ def test_reload_to_full_starts_the_histogram_and_back_drops_it() -> None:
     text = render(source, CollectorRegistry()).decode()
     assert f'vcmon_probe_rtt_seconds_bucket{{{tinh},le="+Inf"}} 8' in text
     assert f'{tinh},le="0.0032"' not in text
+
+
+def test_info_labels_keep_quotes_and_backslashes_of_the_inventory() -> None:
+    """vcmon_site_info is written at each scrape from the site's own strings: what the
+    text format must escape comes back as written, in a page promtool accepts."""
+    config = parse_config(r"""
+sites:
+  - id: xa
+    name: 'UBND xã "Lạc Vệ" \ cũ'
+    tier: commune
+    provision: contract
+    address: 127.0.0.11
+    contact: {name: 'Anh "Ba"', phone: '0912\345'}
+    contract: {contractor: 'VNPT "BN"', reference: 'HĐ\01'}
+""")
+    source = Source()
+    source.config, source.table = config, SiteTable(config, clock=lambda: NOW)
+    source.health = HealthTracker(config, NOW - 60)
+    page = SitePage(source)  # type: ignore[arg-type]
+    text = render_sites(source.table, source.health, page.labels.sites, NOW, page.full)
+    assert promtool_check_metrics(text) == ""
+    (info,) = [s for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "vcmon_site_info"]
+    assert info.labels == {
+        "site": "xa", "tier": "commune", "district": "xa", "provision": "contract",
+        "name": 'UBND xã "Lạc Vệ" \\ cũ', "parent": "", "address": "127.0.0.11",
+        "contact_name": 'Anh "Ba"', "contact_phone": "0912\\345",
+        "contractor": 'VNPT "BN"', "contract_reference": "HĐ\\01", "dscp": "0"}
