@@ -51,7 +51,7 @@ CHILD_ABOVE_SITES = 1000
 # a tenth of the core's time against the loop's nine). With a core to itself it runs
 # as fast as ever; without one it renders slower, where at the loop's own priority it
 # took the loop's time (measured at 20,000 sites with a second process keeping one
-# core busy: 39,000-59,000 skipped sends and 14-32 % of the replies lost a minute).
+# core busy: 39,000-59,000 skipped probe cycles and 14-32 % of the replies lost a minute).
 CHILD_NICE = 10
 # Far above a 20,000-site render (~1 s): a child that takes this long is stuck.
 TIMEOUT = 60.0
