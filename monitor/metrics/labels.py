@@ -11,7 +11,7 @@ from monitor.metrics.text import SITE_LABELS, escape, label_text
 from monitor.status.services import ServiceTable
 from monitor.status.sites import SiteTable
 
-# (the labels every series of it carries, the ones its info series adds after those)
+# (the labels every series of a service probe carries, the ones its info series adds)
 Texts = tuple[str, str]
 
 
@@ -27,10 +27,10 @@ def site_info(site: Site, settings: ProbeSettings) -> str:
     at each scrape, in one f-string rather than ``label_text``: it runs for every site
     of every page."""
     contact, contract = site.contact, site.contract
-    name, phone = (escape(contact.name or ""), escape(contact.phone or "")) if contact \
-        else ("", "")
-    contractor, reference = (escape(contract.contractor or ""),
-                             escape(contract.reference or "")) if contract else ("", "")
+    name = escape((contact and contact.name) or "")
+    phone = escape((contact and contact.phone) or "")
+    contractor = escape((contract and contract.contractor) or "")
+    reference = escape((contract and contract.reference) or "")
     return (f'name="{escape(site.name)}",parent="{escape(site.parent or "")}",'
             f'address="{escape(site.address)}",contact_name="{name}",'
             f'contact_phone="{phone}",contractor="{contractor}",'
