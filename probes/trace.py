@@ -41,6 +41,7 @@ import icmplib
 from probes.icmp_socket import (
     ANCILLARY_SIZE,
     IcmpPermissionError,
+    attach_echo_filter,
     extended_error,
     open_icmp_socket,
     receive_time_ns,
@@ -268,13 +269,19 @@ class _Transport(Protocol):
 
 
 class _RawTransport:
-    """icmplib's raw ICMP socket: sees every ICMP packet, so answers are told by echo id."""
+    """icmplib's raw ICMP socket, filtered in the kernel to this trace's echo id and the
+    errors (``attach_echo_filter``): a raw socket sees every ICMP packet on the host."""
 
     def __init__(self, address: str, v6: bool) -> None:
         family = icmplib.ICMPv6Socket if v6 else icmplib.ICMPv4Socket
         self._sock = family(privileged=True)
         self._address, self._kinds = address, _KINDS[v6]
         self._id = secrets.randbits(16)
+        try:
+            attach_echo_filter(self._sock.sock, v6, self._id)
+        except OSError:
+            self._sock.close()
+            raise
 
     def send(self, sequence: int, ttl: int) -> float:
         request = icmplib.ICMPRequest(self._address, self._id, sequence,
