@@ -15,10 +15,11 @@ kernel) ``--probe-rate`` times a second each, spread evenly, timeout 1 s. Phases
   ICMP packets a second to 198.51.100.1 from a raw socket (at most rate x seconds
   packets, and it stops after ``--seconds`` whatever it reached). The mix is what a
   raw socket on a WAN-facing host sees: 60 % echo replies with random ids (another
-  program's pings, or backscatter of spoofed ones), 20 % port-unreachable errors
-  quoting foreign UDP, 10 % TTL-exceeded quoting a foreign echo request (all three
-  pass the engine's ICMP filter and are read, decoded and counted), 10 % echo
-  requests (dropped by the filter in the kernel; host's kernel answers them);
+  program's pings, or backscatter of spoofed ones; the socket's kernel filter drops
+  those whose id is not the engine's), 20 % port-unreachable errors quoting foreign
+  UDP, 10 % TTL-exceeded quoting a foreign echo request (both pass the filter and are
+  read, decoded and counted), 10 % echo requests (dropped by the filter; the host's
+  kernel answers them);
 - ``after``: half of ``--seconds`` of probing alone again, to show it recovers.
 
 Each ``--modes`` (raw, dgram) gets its own run. Per phase (by probe send time):
