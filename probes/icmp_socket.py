@@ -30,7 +30,6 @@ IP_RECVERR: Final = 11
 IPV6_RECVERR: Final = 25
 SOL_RAW: Final = 255
 ICMP_FILTER: Final = 1  # linux/icmp.h, on SOL_RAW
-ICMP6_FILTER: Final = 1  # linux/icmpv6.h, on IPPROTO_ICMPV6
 SO_ATTACH_FILTER: Final = 26  # asm-generic/socket.h
 SO_EE_ORIGIN_ICMP: Final = 2
 SO_EE_ORIGIN_ICMP6: Final = 3
@@ -43,9 +42,9 @@ _TIMESPEC: Final = Struct("@ll")
 # struct sock_extended_err: errno, origin, type, code, pad, info, data
 _EXTENDED_ERR: Final = Struct("=IBBBBII")
 
-# Types a raw socket must see: echo reply and the two errors we attribute. The kernel
-# drops the rest (notably our own echo requests looping back through lo, and other
-# hosts' requests) before they cost a wake-up.
+# Types a raw socket must see: echo reply and the two errors we attribute. Its kernel
+# filter (``attach_echo_filter``) drops the rest (notably our own echo requests looping
+# back through lo, and other hosts' requests) before they cost a wake-up.
 _WANTED_V4: Final = (0, 3, 11)
 _WANTED_V6: Final = (129, 1, 3)
 _BIND_ATTEMPTS: Final = 16
@@ -118,16 +117,6 @@ def open_icmp_socket(v6: bool, mode: Mode) -> tuple[socket.socket, Literal["dgra
         raise _permission_error(tried) from None
     try:
         _configure(sock, v6)
-        if v6:
-            blocked = [0xFFFFFFFF] * 8  # struct icmp6_filter: a set bit blocks that type
-            for icmp_type in _WANTED_V6:
-                blocked[icmp_type >> 5] &= ~(1 << (icmp_type & 31))
-            sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, Struct("=8I").pack(*blocked))
-        else:
-            mask = 0xFFFFFFFF
-            for icmp_type in _WANTED_V4:
-                mask &= ~(1 << icmp_type)
-            sock.setsockopt(SOL_RAW, ICMP_FILTER, Struct("=I").pack(mask))
         ident = secrets.randbits(16)
         attach_echo_filter(sock, v6, ident)
     except BaseException:

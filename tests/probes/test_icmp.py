@@ -688,6 +688,7 @@ async def test_icmp_errors_are_attributed_to_their_probe(
 def test_a_raw_socket_queues_no_other_sockets_echo_replies(address: str, v6: bool) -> None:
     """Loopback only. Shards on one host, or a trace, each see every echo reply on a raw
     socket; the kernel filter keeps only the socket's own echo id."""
+    assert route_device(address) == "lo"
     try:
         sock, mode, ident = open_icmp_socket(v6, "raw")
     except IcmpPermissionError as exc:

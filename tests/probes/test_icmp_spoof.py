@@ -318,7 +318,7 @@ async def test_every_packet_read_is_a_result_or_counted(net: Family, count: int)
                             struct.pack("!BBHI", 11, 0, 0, 0) + request.ip_header + request.icmp
                         )
                     )
-            # Only types the socket's ICMP filter passes, and a whole ICMP header, which
+            # Only types the socket's kernel filter passes, and a whole ICMP header, which
             # the filter needs: the kernel drops the rest before any read.
             passing = (129, 1, 3) if net.v6 else (0, 3, 11)
             packets = []

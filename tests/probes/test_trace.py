@@ -3,8 +3,8 @@ the report, and how the sockets read an answer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import socket
 import time
 
 import icmplib
@@ -22,6 +22,7 @@ from probes.trace import (
     render,
     trace_blocking,
 )
+from tests.netns import route_device
 
 CYCLES = 20
 
@@ -216,35 +217,22 @@ def test_a_raw_trace_socket_queues_no_other_sockets_icmp(address: str, v6: bool)
     """Loopback only. A raw socket sees every ICMP packet on the host: at 20,000 sites,
     40,000 a second that each trace's thread parsed in Python. Its kernel filter keeps
     only its own echo id's replies (and errors)."""
+    assert route_device(address) == "lo"
     try:
         transport = _open(address, v6, "raw")
     except IcmpPermissionError as exc:
         pytest.skip(str(exc))
-    assert isinstance(transport, _RawTransport)
-    if v6 and not _loopback_v6():
-        transport.close()
-        pytest.skip("no ::1 here")
     family = icmplib.ICMPv6Socket if v6 else icmplib.ICMPv4Socket
-    other = family(privileged=True)
     try:
-        # another socket's pings: 20 requests and 20 replies, none of them ours
-        for sequence in range(20):
-            other.send(icmplib.ICMPRequest(address, transport._id ^ 0x5A5A, sequence))
-        transport.send(3, 64)
-        time.sleep(0.1)
-        answer = transport.receive(0.0)
-        assert answer is not None and answer.sequence == 3 and answer.kind == "reply"
-        assert transport.receive(0.0) is None  # nothing else was queued
+        assert isinstance(transport, _RawTransport)
+        with contextlib.closing(family(privileged=True)) as other:
+            # another socket's pings: 20 requests and 20 replies, none of them ours
+            for sequence in range(20):
+                other.send(icmplib.ICMPRequest(address, transport._id ^ 0x5A5A, sequence))
+            transport.send(3, 64)
+            time.sleep(0.1)
+            answer = transport.receive(0.0)
+            assert answer is not None and answer.sequence == 3 and answer.kind == "reply"
+            assert transport.receive(0.0) is None  # nothing else was queued
     finally:
-        other.close()
         transport.close()
-
-
-def _loopback_v6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.connect(("::1", 9))
-        return True
-    except OSError:
-        return False
-
