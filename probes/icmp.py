@@ -138,25 +138,33 @@ class _Destination:
         return (self.next_seq - 1 - seq) & 0xFFFF < self.issued
 
 
-# One probe out: ((address key, seq), target, address, seq, tag, sent_ns, sent_mono_ns,
-# timeout_ns, deadline). A plain tuple of numbers and strings, which the cyclic
-# collector stops tracking after its first look: at 20,000 sites 20,000 probes are
-# alive at any time (each until its deadline), and as objects of a class they filled
-# the collector's generations (a full collection of 80 ms every 5 s, 26 young ones a
-# second of ~75,000 objects each). Whether it is resolved is where it is: in
-# ``_waiting`` until its reply, error or timeout, then in ``_resolved`` until its
-# deadline, so that a second copy of its reply is told apart from a late one.
-_Probe = tuple[tuple[str, int], str, str, int, int, int, int, int, float]
+# One probe out: (key, target, address, seq, sent_ns, sent_mono_ns, timeout_ns, deadline),
+# the key being ``_key(tag, seq)``. Each probe makes this one tuple that the
+# cyclic collector walks: at 20,000 sites 20,000 probes are alive at any time (each
+# until its deadline), and every object alive for a second is in the young generation
+# when a collection comes (as objects of a class they filled the collector's
+# generations: a full collection of 80 ms every 5 s; a (address, seq) key of their
+# own, twice, added 40,000 more objects to each young collection, 25 ms of it). The
+# tuple holds numbers and strings only, so the collector stops tracking it after its
+# first look. Whether it is resolved is where it is: in ``_waiting`` until its reply,
+# error or timeout, then in ``_resolved`` until its deadline, so that a second copy of
+# its reply is told apart from a late one.
+_Probe = tuple[int, str, str, int, int, int, int, float]
 # its fields, as literals so that the type checker knows each one's type
 _KEY: Final = 0
 _TARGET: Final = 1
 _ADDRESS: Final = 2
 _SEQ: Final = 3
-_TAG: Final = 4
-_SENT_NS: Final = 5
-_SENT_MONO_NS: Final = 6
-_TIMEOUT_NS: Final = 7
-_DEADLINE: Final = 8
+_SENT_NS: Final = 4
+_SENT_MONO_NS: Final = 5
+_TIMEOUT_NS: Final = 6
+_DEADLINE: Final = 7
+
+
+def _key(tag: int, seq: int) -> int:
+    """A probe's key: its destination's tag and its sequence number in one int, which
+    (unlike a tuple) the cyclic collector never tracks."""
+    return tag << 16 | seq
 
 
 def _result(probe: _Probe, outcome: Outcome, rtt: float | None = None,
@@ -242,10 +250,9 @@ class IcmpEngine:
         self._destinations: dict[str, _Destination] = {}
         self._by_key: dict[str, _Destination] = {}
         self._by_tag: list[_Destination] = []
-        # by (the kernel's spelling of the address, seq): unresolved probes, and resolved
-        # ones until their deadline
-        self._waiting: dict[tuple[str, int], _Probe] = {}
-        self._resolved: dict[tuple[str, int], _Probe] = {}
+        # by ``_key(tag, seq)``: unresolved probes, and resolved ones until their deadline
+        self._waiting: dict[int, _Probe] = {}
+        self._resolved: dict[int, _Probe] = {}
         self._expiry: dict[float, _Expiry] = {}
         # one timer for the next poll: the earliest unanswered deadline, or a poll while
         # probes are out
@@ -371,9 +378,9 @@ class IcmpEngine:
                 self._send_error(loop, target, address, seq, sent_ns, error.strerror or str(error))
                 return
         self.sent += 1
-        key = (destination.key, seq)
+        key = tag << 16 | seq  # _key(tag, seq), inline on the per-probe path
         # loop.time() is time.monotonic(): the same clock as sent_mono_ns
-        probe = (key, target, address, seq, tag, sent_ns, sent_mono_ns, int(timeout * 1e9),
+        probe = (key, target, address, seq, sent_ns, sent_mono_ns, int(timeout * 1e9),
                  sent_mono_ns * 1e-9 + timeout)
         waiting = self._waiting
         older = waiting.get(key)
@@ -501,6 +508,7 @@ class IcmpEngine:
         recvmsg = channel.sock.recvmsg
         decode = channel.decode
         waiting, resolved = self._waiting, self._resolved
+        by_tag = self._by_tag
         ignored = self.ignored
         bufsize = self._bufsize
         read = 0
@@ -517,9 +525,10 @@ class IcmpEngine:
             read += 1
             kind, seq, tag, quoted, detail = decode(data)
             if kind is _REPLY:
-                key = (source[0], seq)
+                key = tag << 16 | seq  # _key(tag, seq)
                 probe = waiting.get(key)
-                if probe is not None and probe[_TAG] == tag:
+                # a probe under this key was sent to by_tag[tag]: the reply must come from there
+                if probe is not None and by_tag[tag].key == source[0]:
                     del waiting[key]
                     resolved[key] = probe
                     self._reply(probe, receive_time_ns(ancillary, time_ns()))
@@ -544,26 +553,24 @@ class IcmpEngine:
         ``address`` is the reply's source or the error's quoted destination; ``tag`` is
         the reply's destination tag, -1 for errors (they need not quote it).
         """
-        key = (address, seq)
-        probe = self._waiting.get(key)
-        if probe is not None and (tag < 0 or tag == probe[_TAG]):
-            del self._waiting[key]
-            self._resolved[key] = probe
-            return probe
-        probe = self._resolved.get(key)
-        if probe is not None and (tag < 0 or tag == probe[_TAG]):
-            reason = DUPLICATE
+        # Where the probe was sent: the tag says so for replies; errors have only their
+        # quoted destination.
+        if tag < 0:
+            destination = self._by_key.get(address)
         else:
-            # Where the probe was sent: the tag says so for replies; errors have only
-            # their quoted destination.
-            if tag < 0:
-                destination = self._by_key.get(address)
-            else:
-                destination = self._by_tag[tag] if tag < len(self._by_tag) else None
-            if destination is None:
-                reason = UNMATCHED
-            elif destination.key != address:
-                reason = WRONG_SOURCE
+            destination = self._by_tag[tag] if tag < len(self._by_tag) else None
+        if destination is None:
+            reason = UNMATCHED
+        elif destination.key != address:
+            reason = WRONG_SOURCE
+        else:
+            key = _key(destination.tag, seq)
+            probe = self._waiting.pop(key, None)
+            if probe is not None:
+                self._resolved[key] = probe
+                return probe
+            if key in self._resolved:
+                reason = DUPLICATE
             elif destination.issued_recently(seq):
                 reason = LATE  # its probe was reported as a timeout
             else:
