@@ -9,7 +9,7 @@ cause is upstream, so only the upstream site pages.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -249,9 +249,14 @@ class HealthTracker:
             upstream_state = table.upstream.get(site_id)
             if upstream_state is not None:
                 self._track_down(h, upstream_state, now)
-        items = list(self.sites.items())
-        for start in range(0, len(items), chunk):
-            for site_id, h in items[start:start + chunk]:
+        # Two lists rather than one of (id, health) pairs: 20,000 new tuples a tick were
+        # each looked at by the cyclic collector, and made it collect 28 times a tick,
+        # each time walking every object the probes keep alive for a second (50-60 ms
+        # of one tick's first chunk at 20,000 sites, the probe loop's worst lag).
+        ids, healths = list(self.sites), list(self.sites.values())
+        for start in range(0, len(ids), chunk):
+            end = start + chunk
+            for site_id, h in zip(ids[start:end], healths[start:end], strict=True):
                 state = table.sites.get(site_id)
                 if state is None:
                     continue
@@ -262,8 +267,10 @@ class HealthTracker:
             yield []
         moment = datetime.fromtimestamp(now, UTC)
         in_maintenance = self._maintenance(moment)
-        for start in range(0, len(items), chunk):
-            yield self._statuses(items[start:start + chunk], table, now, in_maintenance)
+        for start in range(0, len(ids), chunk):
+            end = start + chunk
+            yield self._statuses(zip(ids[start:end], healths[start:end], strict=True), table, now,
+                                 in_maintenance)
 
     def _stream_windows(self, site_id: str, now: float,
                         since: float) -> list[StreamWindowStats]:
@@ -290,7 +297,7 @@ class HealthTracker:
             self._by_district = by_district
         return self._by_district
 
-    def _statuses(self, items: list[tuple[str, SiteHealth]], table: SiteTable, now: float,
+    def _statuses(self, items: Iterable[tuple[str, SiteHealth]], table: SiteTable, now: float,
                   in_maintenance: dict[str, str]) -> list[StateChange]:
         changes = []
         for site_id, h in items:
