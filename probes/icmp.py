@@ -138,27 +138,24 @@ class _Destination:
         return (self.next_seq - 1 - seq) & 0xFFFF < self.issued
 
 
-# One probe out: (key, target, address, seq, sent_ns, sent_mono_ns, timeout_ns, deadline),
-# the key being ``_key(tag, seq)``. Each probe makes this one tuple that the
-# cyclic collector walks: at 20,000 sites 20,000 probes are alive at any time (each
-# until its deadline), and every object alive for a second is in the young generation
-# when a collection comes (as objects of a class they filled the collector's
-# generations: a full collection of 80 ms every 5 s; a (address, seq) key of their
-# own, twice, added 40,000 more objects to each young collection, 25 ms of it). The
-# tuple holds numbers and strings only, so the collector stops tracking it after its
-# first look. Whether it is resolved is where it is: in ``_waiting`` until its reply,
-# error or timeout, then in ``_resolved`` until its deadline, so that a second copy of
-# its reply is told apart from a late one.
-_Probe = tuple[int, str, str, int, int, int, int, float]
+# One probe out: (target, address, seq, sent_ns, sent_mono_ns, timeout_ns, deadline), in
+# ``_waiting`` by its key, ``_key(tag, seq)``, until its reply, error or timeout.
+# Then only its deadline stays, in ``_resolved`` by its key, so that a second copy of its
+# reply is told apart from a late one. What the engine keeps of a probe for longer than
+# its round trip is numbers only, which the cyclic collector never tracks: at 20,000
+# sites 20,000 probes are kept at any time (each until its deadline), and every object
+# among them was in the young generation at each collection, which walked them all (as
+# objects of a class: a full collection of 80 ms every 5 s; as this tuple and a key
+# tuple or two of their own: 10-25 ms a young collection, the loop's worst lag).
+_Probe = tuple[str, str, int, int, int, int, float]
 # its fields, as literals so that the type checker knows each one's type
-_KEY: Final = 0
-_TARGET: Final = 1
-_ADDRESS: Final = 2
-_SEQ: Final = 3
-_SENT_NS: Final = 4
-_SENT_MONO_NS: Final = 5
-_TIMEOUT_NS: Final = 6
-_DEADLINE: Final = 7
+_TARGET: Final = 0
+_ADDRESS: Final = 1
+_SEQ: Final = 2
+_SENT_NS: Final = 3
+_SENT_MONO_NS: Final = 4
+_TIMEOUT_NS: Final = 5
+_DEADLINE: Final = 6
 
 
 def _key(tag: int, seq: int) -> int:
@@ -182,16 +179,19 @@ def fill_time(capacity: int, arrived: int, elapsed: float) -> float:
 class _Expiry:
     """The probes sent with one timeout, in send order: their deadlines only grow, so
     the earliest is always at the left and a poll pops what has passed in O(1) each
-    (one heap over every probe cost two pushes and two pops a probe)."""
+    (one heap over every probe cost two pushes and two pops a probe). Keys and
+    deadlines side by side, in deques of numbers."""
 
-    __slots__ = ("sent", "unanswered")
+    __slots__ = ("deadlines", "keys", "unanswered", "unanswered_at")
 
     def __init__(self) -> None:
         # every probe until its deadline (a reply before it is a duplicate, after it late)
-        self.sent: deque[_Probe] = deque()
+        self.keys: deque[int] = deque()
+        self.deadlines: deque[float] = deque()
         # the same probes, resolved ones dropped lazily from the left: the first one left
         # is the earliest deadline a timeout may be due at
-        self.unanswered: deque[_Probe] = deque()
+        self.unanswered: deque[int] = deque()
+        self.unanswered_at: deque[float] = deque()
 
 
 class IcmpEngine:
@@ -250,9 +250,10 @@ class IcmpEngine:
         self._destinations: dict[str, _Destination] = {}
         self._by_key: dict[str, _Destination] = {}
         self._by_tag: list[_Destination] = []
-        # by ``_key(tag, seq)``: unresolved probes, and resolved ones until their deadline
+        # by ``_key(tag, seq)``: unresolved probes, and the deadlines of resolved ones
+        # until they pass
         self._waiting: dict[int, _Probe] = {}
-        self._resolved: dict[int, _Probe] = {}
+        self._resolved: dict[int, float] = {}
         self._expiry: dict[float, _Expiry] = {}
         # one timer for the next poll: the earliest unanswered deadline, or a poll while
         # probes are out
@@ -380,8 +381,8 @@ class IcmpEngine:
         self.sent += 1
         key = tag << 16 | seq  # _key(tag, seq), inline on the per-probe path
         # loop.time() is time.monotonic(): the same clock as sent_mono_ns
-        probe = (key, target, address, seq, sent_ns, sent_mono_ns, int(timeout * 1e9),
-                 sent_mono_ns * 1e-9 + timeout)
+        deadline = sent_mono_ns * 1e-9 + timeout
+        probe = (target, address, seq, sent_ns, sent_mono_ns, int(timeout * 1e9), deadline)
         waiting = self._waiting
         older = waiting.get(key)
         if older is not None:
@@ -393,8 +394,10 @@ class IcmpEngine:
         expiry = self._expiry.get(timeout)
         if expiry is None:
             expiry = self._expiry[timeout] = _Expiry()
-        expiry.sent.append(probe)
-        expiry.unanswered.append(probe)
+        expiry.keys.append(key)
+        expiry.deadlines.append(deadline)
+        expiry.unanswered.append(key)
+        expiry.unanswered_at.append(deadline)
         if not self._poll_soon:
             # after the caller's run of sends, not inside it: its tables may be in use
             self._poll_soon = True
@@ -465,15 +468,16 @@ class IcmpEngine:
     def _expire(self, now: float) -> None:
         waiting, resolved = self._waiting, self._resolved
         for expiry in self._expiry.values():
-            sent = expiry.sent
-            while sent and sent[0][_DEADLINE] <= now:
-                probe = sent.popleft()
-                key = probe[_KEY]
-                if waiting.get(key) is probe:
+            keys, deadlines = expiry.keys, expiry.deadlines
+            while deadlines and deadlines[0] <= now:
+                key, deadline = keys.popleft(), deadlines.popleft()
+                # the deadline tells this probe from a later one under the same key
+                probe = waiting.get(key)
+                if probe is not None and probe[_DEADLINE] == deadline:
                     del waiting[key]
                     detail = f"no reply within {probe[_TIMEOUT_NS] / 1e9:g} s"
                     self._on_result(_result(probe, Outcome.TIMEOUT, detail=detail))
-                elif resolved.get(key) is probe:
+                elif resolved.get(key) == deadline:
                     del resolved[key]
 
     def _arm(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
@@ -484,11 +488,13 @@ class IcmpEngine:
         longest = _POLL_MAX if waiting else _IDLE_POLL_MAX
         when = now + max(_POLL_MIN, min(longest, self._fill_time))
         for expiry in self._expiry.values():
-            unanswered = expiry.unanswered
-            while unanswered and waiting.get(unanswered[0][_KEY]) is not unanswered[0]:
+            unanswered, at = expiry.unanswered, expiry.unanswered_at
+            while unanswered and ((probe := waiting.get(unanswered[0])) is None
+                                  or probe[_DEADLINE] != at[0]):
                 unanswered.popleft()
+                at.popleft()
             if unanswered:
-                when = min(when, unanswered[0][_DEADLINE] + _TIMER_SLACK)
+                when = min(when, at[0] + _TIMER_SLACK)
         if when == self._timer_at:
             return
         if self._timer is not None:
@@ -530,7 +536,7 @@ class IcmpEngine:
                 # a probe under this key was sent to by_tag[tag]: the reply must come from there
                 if probe is not None and by_tag[tag].key == source[0]:
                     del waiting[key]
-                    resolved[key] = probe
+                    resolved[key] = probe[_DEADLINE]
                     self._reply(probe, receive_time_ns(ancillary, time_ns()))
                 else:
                     self._claim(source[0], seq, tag)
@@ -567,7 +573,7 @@ class IcmpEngine:
             key = _key(destination.tag, seq)
             probe = self._waiting.pop(key, None)
             if probe is not None:
-                self._resolved[key] = probe
+                self._resolved[key] = probe[_DEADLINE]
                 return probe
             if key in self._resolved:
                 reason = DUPLICATE
