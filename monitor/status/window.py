@@ -110,20 +110,29 @@ class SiteWindow:
     The live pairs are ``data[2*lo:2*hi]``, in send order; a send is written after
     them, and when the end is reached they move to the start of a new array. Nothing
     below ``hi`` is ever written again (an out-of-order insert makes a new array too),
-    so ``window.state`` read once from another thread stays a consistent snapshot.
+    and the pairs past it are NaN, offsets included. A pair is written value first and
+    offset last, so a reader in another thread that takes ``state`` (the base and the
+    array) once finds every pair written so far: those before the first NaN offset.
+
+    ``lo`` and ``hi`` are plain ints of the loop's, and ``state`` changes only when
+    the pairs move: a tuple made at every send lived for a second, and at 20,000 sites
+    20,000 of them were in the young generation each time the cyclic collector ran
+    (with the scheduler's own, 13 ms a collection while MQTT was publishing).
     """
 
-    __slots__ = ("capacity", "length", "state")
+    __slots__ = ("capacity", "hi", "length", "lo", "state")
 
     def __init__(self, length: float, max_samples: int) -> None:
         self.length = length
         self.capacity = max_samples
-        # (base, data, lo, hi)
-        self.state: tuple[float, array[float], int, int] = (
-            0.0, _nan_pairs(max_samples), 0, 0)
+        # (base, data)
+        self.state: tuple[float, array[float]] = (0.0, _nan_pairs(max_samples))
+        self.lo = 0
+        self.hi = 0
 
     def add(self, sent_at: float, rtt: float | None) -> None:
-        base, data, lo, hi = self.state
+        base, data = before = self.state
+        lo, hi = self.lo, self.hi
         offset = sent_at - base
         if not -_SPAN < offset < _SPAN:
             new_base = _base_for(sent_at)
@@ -141,14 +150,16 @@ class SiteWindow:
         else:
             if hi == self.capacity:
                 data, lo, hi = self._moved(data, lo, hi, room=1)
-            data[2 * hi] = offset
             data[2 * hi + 1] = value
+            data[2 * hi] = offset  # last: the pair counts from now on
             hi += 1
         # What this send pushes out of the window goes now (usually the oldest pair).
         horizon = offset - self.length
         while data[2 * lo] < horizon:
             lo += 1
-        self.state = (base, data, lo, hi)
+        self.lo, self.hi = lo, hi
+        if data is not before[1] or base != before[0]:
+            self.state = (base, data)
 
     def _moved(self, data: array[float], lo: int, hi: int, shift: float = 0.0,
                room: int = 0) -> tuple[array[float], int, int]:
@@ -161,11 +172,9 @@ class SiteWindow:
         return live + _nan_pairs(self.capacity - keep), 0, keep
 
     def _prune(self, now: float) -> tuple[float, array[float], int, int]:
-        base, data, lo, hi = self.state
-        first = _first_at(data, now - self.length - base, lo, hi)
-        if first != lo:
-            self.state = (base, data, first, hi)
-        return base, data, first, hi
+        base, data = self.state
+        self.lo = first = _first_at(data, now - self.length - base, self.lo, self.hi)
+        return base, data, first, self.hi
 
     def samples(self, now: float, since: float = 0.0) -> list[Sample]:
         """The window's samples sent at or after ``since``, in send order."""
@@ -174,9 +183,19 @@ class SiteWindow:
         return _pairs(data, first, hi, base)
 
     def snapshot(self) -> list[Sample]:
-        """The samples as they are, safe to take from another thread."""
-        base, data, lo, hi = self.state
+        """The samples as of the newest send, safe to take from another thread."""
+        base, data, lo, hi = self._seen(-math.inf)
         return _pairs(data, lo, hi, base)
+
+    def _seen(self, start: float) -> tuple[float, array[float], int, int]:
+        """What another thread sees: the base, the array and the live pairs sent at or
+        after ``start``; those the newest send pushed out are not (as in ``add``)."""
+        base, data = self.state
+        hi = _written(data)
+        if not hi:
+            return base, data, 0, 0
+        start = max(start - base, data[2 * hi - 2] - self.length)
+        return base, data, _first_at(data, start, 0, hi), hi
 
     def stats(self, now: float, since: float = 0.0) -> WindowStats:
         """The window's statistics (from the event loop: drops what is too old)."""
@@ -185,8 +204,8 @@ class SiteWindow:
 
     def current_stats(self, now: float) -> WindowStats:
         """The window's statistics without changing it: safe from another thread."""
-        base, data, lo, hi = self.state
-        return _stats(data, now - self.length - base, lo, hi)
+        _, data, lo, hi = self._seen(now - self.length)
+        return _stats(data, -math.inf, lo, hi)
 
 
 _NAN = math.nan
@@ -219,6 +238,19 @@ def _first_at(data: array[float], start: float, lo: int, hi: int) -> int:
     while lo < hi:
         mid = (lo + hi) // 2
         if data[2 * mid] < start:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _written(data: array[float]) -> int:
+    """How many pairs of ``data`` are written: those before the first NaN offset
+    (binary search; what another thread knows of ``hi``)."""
+    lo, hi = 0, len(data) // 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if data[2 * mid] == data[2 * mid]:
             lo = mid + 1
         else:
             hi = mid
