@@ -90,6 +90,31 @@ def is_ip_literal(address: str) -> bool:
     return ip_version(address) is not None
 
 
+# A heap entry: a probe's due time (ns on the loop's clock), its target's number and its
+# index in the burst, packed in one int that orders as that triple would. An int, not a
+# tuple: the cyclic collector never tracks ints, and at 20,000 sites 20,000 entries are
+# made a second, each alive for an interval (as tuples, every young collection walked
+# them all: with the engine's probes, 10-25 ms of the loop at a time).
+_INDEX_BITS = 16
+_NUMBER_BITS = 48
+_DUE_SHIFT = _INDEX_BITS + _NUMBER_BITS
+_INDEX_MASK = (1 << _INDEX_BITS) - 1
+_NUMBER_MASK = (1 << _NUMBER_BITS) - 1
+
+
+def _entry(due_ns: int, number: int, index: int) -> int:
+    return due_ns << _DUE_SHIFT | number << _INDEX_BITS | index
+
+
+def _number(entry: int) -> int:
+    return entry >> _INDEX_BITS & _NUMBER_MASK
+
+
+def _due(entry: int) -> float:
+    """The entry's due time in seconds of the loop's clock."""
+    return (entry >> _DUE_SHIFT) / 1e9
+
+
 @dataclass(eq=False, slots=True)
 class Target:
     """What the scheduler needs to probe one site."""
@@ -108,10 +133,17 @@ class Target:
     ip: str | None = None
     resolve_error: str = ""
     active: bool = field(default=True, repr=False)
+    # the interval and the burst spacing in ns, as the schedule counts
+    interval_ns: int = field(init=False, repr=False)
+    spacing_ns: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.ip is None and is_ip_literal(self.address):
             self.ip = self.address
+        if not 1 <= self.burst <= _INDEX_MASK:
+            raise ValueError(f"burst must be between 1 and {_INDEX_MASK}, not {self.burst}")
+        self.interval_ns = round(self.interval * 1e9)
+        self.spacing_ns = round(self.burst_spacing * 1e9)
 
     def same_schedule(self, other: Target) -> bool:
         return (self.address, self.send, self.interval, self.timeout, self.burst,
@@ -131,11 +163,9 @@ class Scheduler:
         self._on_result = on_result
         self._observe_lag = observe_lag
         self._targets: dict[str, Target] = {}
-        # (due, target's number, burst index), one entry per target: numbers, not the
-        # targets themselves, so that the cyclic collector stops tracking the entries
-        # (20,000 a second at 20,000 sites, each alive for an interval). Entries of
-        # replaced targets are skipped when popped rather than searched for and removed.
-        self._heap: list[tuple[float, int, int]] = []
+        # ``_entry(due_ns, target's number, burst index)``, one per target; entries of
+        # replaced targets are skipped when popped rather than searched for and removed
+        self._heap: list[int] = []
         self._numbered: dict[int, Target] = {}
         self._numbers = itertools.count()
         self._slot = SLOT
@@ -173,10 +203,10 @@ class Scheduler:
             self._never_sent.add(site_id)
             if start is None:  # only when a target is new: 20 ms at 20,000 sites
                 start = phases(new.values())
-            first = now + start[site_id] * target.interval
+            first_ns = round((now + start[site_id] * target.interval) * 1e9)
             number = next(self._numbers)
             self._numbered[number] = target
-            heapq.heappush(self._heap, (first, number, 0))
+            heapq.heappush(self._heap, _entry(first_ns, number, 0))
             if target.ip is None:
                 self._resolvers[site_id] = loop.create_task(
                     self._resolve_forever(target), name=f"resolve {site_id}")
@@ -190,9 +220,9 @@ class Scheduler:
     def behind(self, now: float) -> float:
         """How far the earliest due probe is overdue: near 0 while the loop keeps up."""
         heap, numbered = self._heap, self._numbered
-        while heap and not numbered[heap[0][1]].active:
-            del numbered[heapq.heappop(heap)[1]]
-        return max(0.0, now - heap[0][0]) if heap else 0.0
+        while heap and not numbered[_number(heap[0])].active:
+            del numbered[_number(heapq.heappop(heap))]
+        return max(0.0, now - _due(heap[0])) if heap else 0.0
 
     def _poke(self) -> None:
         """Re-arm the timer for the earliest due probe (new targets may be due sooner)."""
@@ -201,7 +231,7 @@ class Scheduler:
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         heap = self._heap
-        due = heap[0][0] if heap else loop.time() + 3600.0
+        due = _due(heap[0]) if heap else loop.time() + 3600.0
         if self._timer is not None:
             if self._timer_at == due:
                 return
@@ -232,16 +262,18 @@ class Scheduler:
 
     def _send_due(self, now: float) -> None:
         heap, numbered = self._heap, self._numbered
-        slot = self._slot
-        if not heap or heap[0][0] > now + slot:
+        if not heap or _due(heap[0]) > now + self._slot:
             return
         if self._observe_lag is not None:
-            self._observe_lag(max(0.0, now - heap[0][0]))
-        horizon = now + slot
+            self._observe_lag(max(0.0, now - _due(heap[0])))
+        now_ns = round(now * 1e9)
+        # every entry due at or before the end of the slot is below this one
+        limit = _entry(round((now + self._slot) * 1e9) + 1, 0, 0)
         budget = CATCH_UP
-        while heap and heap[0][0] <= horizon and budget:
+        while heap and heap[0] < limit and budget:
             budget -= 1
-            due, number, index = heapq.heappop(heap)
+            entry = heapq.heappop(heap)
+            number, index = _number(entry), entry & _INDEX_MASK
             target = numbered[number]
             if not target.active:
                 del numbered[number]
@@ -261,18 +293,18 @@ class Scheduler:
                     # a set keeps its table when emptied: 1 MB at 20,000 sites
                     self._never_sent = set()
                     self.first_cycle_done.set()
+            due_ns = entry >> _DUE_SHIFT
             if index + 1 < target.burst:
-                nxt = (due + target.burst_spacing, number, index + 1)
+                nxt = _entry(due_ns + target.spacing_ns, number, index + 1)
             else:
-                cycle_start = due - index * target.burst_spacing
-                next_due = cycle_start + target.interval
-                if next_due < now:
+                next_ns = due_ns - index * target.spacing_ns + target.interval_ns
+                if next_ns < now_ns:
                     # The loop was stalled for more than an interval: skip the missed
                     # cycles instead of sending a backlog all at once, keep the phase.
-                    missed = int((now - next_due) // target.interval) + 1
+                    missed = (now_ns - next_ns) // target.interval_ns + 1
                     self.skipped_cycles += missed
-                    next_due += missed * target.interval
-                nxt = (next_due, number, 0)
+                    next_ns += missed * target.interval_ns
+                nxt = _entry(next_ns, number, 0)
             heapq.heappush(heap, nxt)
 
     async def _resolve_forever(self, target: Target) -> None:
