@@ -191,7 +191,7 @@ class SiteWindow:
         """What another thread sees: the base, the array and the live pairs sent at or
         after ``start``; those the newest send pushed out are not (as in ``add``)."""
         base, data = self.state
-        hi = _written(data)
+        hi = _written(data, self.hi)
         if not hi:
             return base, data, 0, 0
         start = max(start - base, data[2 * hi - 2] - self.length)
@@ -244,10 +244,17 @@ def _first_at(data: array[float], start: float, lo: int, hi: int) -> int:
     return lo
 
 
-def _written(data: array[float]) -> int:
-    """How many pairs of ``data`` are written: those before the first NaN offset
-    (binary search; what another thread knows of ``hi``)."""
-    lo, hi = 0, len(data) // 2
+def _written(data: array[float], hint: int) -> int:
+    """How many pairs of ``data`` are written: those before the first NaN offset.
+
+    ``hint`` is the window's ``hi`` as read after ``data``: the answer whenever both
+    were read between two sends (always in a forked child), which two lookups confirm;
+    else a binary search finds it (a thread that read them across a move)."""
+    pairs = len(data) // 2
+    if (0 <= hint <= pairs and (hint == 0 or data[2 * hint - 2] == data[2 * hint - 2])
+            and (hint == pairs or data[2 * hint] != data[2 * hint])):
+        return hint
+    lo, hi = 0, pairs
     while lo < hi:
         mid = (lo + hi) // 2
         if data[2 * mid] == data[2 * mid]:

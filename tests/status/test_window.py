@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.status.window import SiteWindow, jitter, mos_from_r, percentile, r_factor, summarize
+from monitor.status.window import (
+    SiteWindow,
+    _written,
+    jitter,
+    mos_from_r,
+    percentile,
+    r_factor,
+    summarize,
+)
 
 
 def test_mos_worked_example_from_the_design() -> None:
@@ -229,3 +237,15 @@ def test_a_send_makes_no_object_for_the_cyclic_collector_most_of_the_time() -> N
     now = start + 101
     assert all(w.current_stats(now) == w.stats(now) for w in windows)
     assert windows[0].current_stats(now).sent == 60
+
+
+def test_another_thread_finds_the_written_pairs_whatever_hi_it_read() -> None:
+    """A thread reads the window's array, then its ``hi``: across a move to a new array
+    that ``hi`` belongs to the other array. The written pairs are still found from the
+    array alone (those before the first NaN offset)."""
+    window = SiteWindow(60.0, max_samples=70)
+    for i in range(67):
+        window.add(1_795_000_000.0 + i, None if i % 7 == 0 else 4e-6)
+    _, data = window.state
+    for hint in range(-1, len(data) // 2 + 3):
+        assert _written(data, hint) == window.hi, hint
