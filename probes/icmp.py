@@ -379,7 +379,7 @@ class IcmpEngine:
                 self._send_error(loop, target, address, seq, sent_ns, error.strerror or str(error))
                 return
         self.sent += 1
-        key = tag << 16 | seq  # _key(tag, seq), inline on the per-probe path
+        key = _key(tag, seq)
         # loop.time() is time.monotonic(): the same clock as sent_mono_ns
         deadline = sent_mono_ns * 1e-9 + timeout
         probe = (target, address, seq, sent_ns, sent_mono_ns, int(timeout * 1e9), deadline)
@@ -531,7 +531,7 @@ class IcmpEngine:
             read += 1
             kind, seq, tag, quoted, detail = decode(data)
             if kind is _REPLY:
-                key = tag << 16 | seq  # _key(tag, seq)
+                key = _key(tag, seq)
                 probe = waiting.get(key)
                 # a probe under this key was sent to by_tag[tag]: the reply must come from there
                 if probe is not None and by_tag[tag].key == source[0]:

@@ -131,7 +131,8 @@ class SiteWindow:
         self.hi = 0
 
     def add(self, sent_at: float, rtt: float | None) -> None:
-        base, data = before = self.state
+        base, data = self.state
+        before = data
         lo, hi = self.lo, self.hi
         offset = sent_at - base
         if not -_SPAN < offset < _SPAN:
@@ -158,7 +159,7 @@ class SiteWindow:
         while data[2 * lo] < horizon:
             lo += 1
         self.lo, self.hi = lo, hi
-        if data is not before[1] or base != before[0]:
+        if data is not before:  # moved (a new base moves the pairs too)
             self.state = (base, data)
 
     def _moved(self, data: array[float], lo: int, hi: int, shift: float = 0.0,
