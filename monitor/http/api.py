@@ -15,8 +15,9 @@ from importlib import resources
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
+from monitor.http.encoding import accepts_gzip, inflated
 from monitor.status.health import Status
 from monitor.status.records import iso, site_record, site_records, summary
 from monitor.status.source import Source
@@ -40,22 +41,41 @@ def _json(payload: object, status: int = 200) -> web.Response:
                         content_type="application/json", charset="utf-8")
 
 
-async def _in_child(name: str, produce: Callable[[], bytes]) -> bytes | None:
+async def _in_child(what: str, produce: Callable[[], bytes]) -> bytes | None:
     """``produce()`` in a forked child, or None (logged) if no child could do it."""
     # taken in pieces on the event loop as the pipe fills: without a sink, a reading
-    # thread would hand the GIL back and forth with the loop for each piece of ~10 MB
+    # thread would hand the GIL back and forth with the loop for each piece
     pieces: list[bytes] = []
 
     async def keep(piece: bytes) -> None:
         pieces.append(piece)
 
     try:
-        await forked.run_in_child(produce, f"{name} page", sink=keep)
+        await forked.run_in_child(produce, what, sink=keep)
     except (forked.ChildFailed, OSError) as exc:
-        log.warning("api_page_fallback", page=name, problem=str(exc),
+        log.warning("api_page_fallback", page=what, problem=str(exc),
                     hint="computed in a thread instead")
         return None
     return b"".join(pieces)
+
+
+def _framed(pages: dict[str, bytes]) -> bytes:
+    """The pages as one body for the pipe: each name and body after its length."""
+    return b"".join(b"%d %d\n%s%s" % (len(name), len(body), name.encode(), body)
+                    for name, body in pages.items())
+
+
+def _unframed(data: bytes) -> dict[str, bytes]:
+    pages: dict[str, bytes] = {}
+    at = 0
+    while at < len(data):
+        end = data.index(b"\n", at)
+        name_size, body_size = map(int, data[at:end].split())
+        name = data[end + 1:end + 1 + name_size].decode()
+        start = end + 1 + name_size
+        pages[name] = data[start:start + body_size]
+        at = start + body_size
+    return pages
 
 
 class Api:
@@ -69,14 +89,18 @@ class Api:
         self._board = data.joinpath("board.html").read_text("utf-8")
         self._openapi = data.joinpath("openapi.yaml").read_text("utf-8")
 
-    async def _page(self, name: str, build: Callable[[float], object]) -> bytes:
-        """``build(now)`` as JSON, computed at most once a second however many read it.
+    async def _page(self, name: str) -> bytes:
+        """The ``sites`` or ``summary`` page as gzipped JSON, computed at most once a
+        second however many read it, both from one computation of every site's record.
 
-        Every site's record and window statistics: milliseconds at the province's 240
-        sites, in a worker thread; over a second and ~10 MB of JSON at 20,000, in a
-        forked child, because a thread would take that second from the probe loop
-        through the GIL (measured at 20,000 sites read every 5 s: 88 % of the probes
-        sent, one probe cycle in eight skipped).
+        Milliseconds at the province's 240 sites, in a worker thread; over a second at
+        20,000, in a forked child, because a thread would take that second from the probe
+        loop through the GIL (measured at 20,000 sites read every 5 s: 88 % of the probes
+        sent, one probe cycle in eight skipped). The board reads both pages at once: one
+        child makes both (the summary alone took another 0.5 s of records). Kept gzipped:
+        the 17 MB of the sites page at 20,000 sites is ~2 MB so, and held by the daemon
+        for its second (as text, with its copies, it raised the daemon's peak RSS by
+        35 MB).
         """
         async with self._computing:
             now = time.time()
@@ -85,18 +109,44 @@ class Api:
                 return hit[1]
 
             def produce() -> bytes:
-                return _dumps(build(now)).encode()
+                return _framed(self._pages(now))
 
             loop = asyncio.get_running_loop()
             body = None
             if len(self._source.table.sites) > forked.CHILD_ABOVE_SITES:
-                body = await _in_child(name, produce)
+                body = await _in_child("API pages", produce)
             if body is None:
                 body = await loop.run_in_executor(None, produce)
-            self._cached[name] = (now, body)
-            # not kept past its second: the sites page is ~10 MB at 20,000 sites
-            loop.call_later(_CACHE_SECONDS, self._forget, name, now)
-            return body
+            pages = _unframed(body)
+            for each, page in pages.items():
+                self._cached[each] = (now, page)
+                # not kept past its second
+                loop.call_later(_CACHE_SECONDS, self._forget, each, now)
+            return pages[name]
+
+    def _pages(self, now: float) -> dict[str, bytes]:
+        records = self._records(now)
+        documents = {"sites": {**self._envelope(now), "sites": records},
+                     "summary": summary(records, self._source.config, now)}
+        return {name: forked.pack([_dumps(document).encode()], gzipped=True)
+                for name, document in documents.items()}
+
+    async def _answer(self, request: web.Request, name: str) -> web.StreamResponse:
+        """A page, gzipped if the client takes it, else inflated as it is sent."""
+        body = await self._page(name)
+        headers = {hdrs.CONTENT_TYPE: "application/json; charset=utf-8",
+                   hdrs.VARY: hdrs.ACCEPT_ENCODING}
+        if accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, "")):
+            headers[hdrs.CONTENT_ENCODING] = "gzip"
+            return web.Response(body=body, headers=headers)
+        if request.method == hdrs.METH_HEAD:
+            return web.Response(headers=headers)
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        for text in inflated(body):
+            await response.write(text)
+        await response.write_eof()
+        return response
 
     def _forget(self, name: str, computed: float) -> None:
         hit = self._cached.get(name)
@@ -111,10 +161,8 @@ class Api:
         zone = self._source.config.schedule.zone
         return {"generated_at": iso(now, zone), "timestamp": now}
 
-    async def sites(self, request: web.Request) -> web.Response:
-        body = await self._page(
-            "sites", lambda now: {**self._envelope(now), "sites": self._records(now)})
-        return web.Response(body=body, content_type="application/json", charset="utf-8")
+    async def sites(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, "sites")
 
     async def site(self, request: web.Request) -> web.Response:
         site_id = request.match_info["site_id"]
@@ -126,10 +174,8 @@ class Api:
         return _json(site_record(state, d.health.sites.get(site_id), d.config, d.health,
                                  time.time()))
 
-    async def summary(self, request: web.Request) -> web.Response:
-        body = await self._page(
-            "summary", lambda now: summary(self._records(now), self._source.config, now))
-        return web.Response(body=body, content_type="application/json", charset="utf-8")
+    async def summary(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, "summary")
 
     async def board(self, request: web.Request) -> web.Response:
         return web.Response(text=self._board, content_type="text/html", charset="utf-8")

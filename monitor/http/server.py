@@ -16,6 +16,7 @@ from aiohttp import HttpVersion11, hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.http.api import register_routes
+from monitor.http.encoding import accepts_gzip
 from monitor.http.listener import IDLE_TIMEOUT, Connection, Listener, ListenerMetrics
 from monitor.inventory.web import WebUsers
 from monitor.metrics.instance import DaemonMetrics
@@ -80,28 +81,6 @@ def listening_sockets(listen: str) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
-
-
-def accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an ``Accept-Encoding`` value (RFC 9110 12.5.3) admits gzip: named with a
-    weight above 0, or ``*`` so while gzip is not named; ``gzip;q=0`` refuses it."""
-    weights: dict[str, float] = {}
-    for item in accept_encoding.split(","):
-        coding, *parameters = (part.strip() for part in item.split(";"))
-        weight = 1.0
-        for parameter in parameters:
-            name, _, value = parameter.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0  # a weight nobody can read admits nothing
-        if coding:
-            weights[coding.lower()] = weight
-    gzip = weights.get("gzip", weights.get("x-gzip"))
-    if gzip is None:
-        gzip = weights.get("*", 0.0)
-    return gzip > 0
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -207,8 +208,9 @@ def test_stream_records_list_exactly_the_documented_fields() -> None:
 async def test_a_large_inventorys_pages_come_from_a_forked_child_and_match(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Above ``CHILD_ABOVE_SITES`` the sites and summary pages are computed in a forked
-    child (off the probe loop's GIL) and say what the worker thread's pages say; a
-    second read within the second is served from the cache, without another child."""
+    child (off the probe loop's GIL), both by one child, and say what the worker
+    thread's pages say; a second read within the second is served from the cache,
+    without another child."""
     import monitor.system.forked
 
     children: list[str] = []
@@ -232,7 +234,7 @@ async def test_a_large_inventorys_pages_come_from_a_forked_child_and_match(
     monkeypatch.setattr(monitor.system.forked, "run_in_child", counted)
     monkeypatch.setattr(monitor.system.forked, "CHILD_ABOVE_SITES", 0)
     in_child = await pages()
-    assert children == ["sites page", "summary page"]
+    assert children == ["API pages"]
     for before, after in zip(threaded, in_child, strict=True):
         for document in (before, after):
             document.pop("generated_at")
@@ -241,3 +243,36 @@ async def test_a_large_inventorys_pages_come_from_a_forked_child_and_match(
             for record in (*before["sites"], *after["sites"]):
                 record.pop("window")
         assert after == before
+
+
+@pytest.mark.parametrize("path", ["/api/v1/sites", "/api/v1/summary"])
+async def test_a_client_without_gzip_gets_the_same_page_as_text(
+        client: TestClient[web.Request, web.Application], path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pages are kept gzipped; a client that does not take gzip gets them inflated,
+    a piece at a time (pieces made small here so that there are many)."""
+    import monitor.http.encoding
+
+    gzipped = await client.get(path, headers={"Accept-Encoding": "gzip"})
+    assert gzipped.headers["Content-Encoding"] == "gzip"
+    assert gzipped.headers["Vary"] == "Accept-Encoding"
+    document = await gzipped.json()
+    pieces: list[int] = []
+    inflated = monitor.http.encoding.inflated
+
+    def small(body: bytes, piece: int = 0) -> Any:
+        for text in inflated(body, 100):
+            pieces.append(len(text))
+            yield text
+
+    monkeypatch.setattr("monitor.http.api.inflated", small)
+    for refusing in ("identity", "gzip;q=0"):
+        plain = await client.get(path, headers={"Accept-Encoding": refusing},
+                                 auto_decompress=False)
+        assert plain.status == 200
+        assert "Content-Encoding" not in plain.headers
+        assert plain.content_type == "application/json"
+        assert json.loads(await plain.read()) == document  # same second: the cached page
+    assert len(pieces) > 2 and max(pieces) <= 100
+    head = await client.head(path, headers={"Accept-Encoding": "identity"})
+    assert head.status == 200 and await head.read() == b""

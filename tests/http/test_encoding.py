@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from monitor.daemon import Daemon
-from monitor.http.server import accepts_gzip
+from monitor.http.encoding import accepts_gzip
 from monitor.inventory import load_config
 from tests.conftest import free_port
 
