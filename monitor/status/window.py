@@ -196,17 +196,23 @@ class SiteWindow:
         if not hi:
             return base, data, 0, 0
         start = max(start - base, data[2 * hi - 2] - self.length)
-        return base, data, _first_at(data, start, 0, hi), hi
+        # the loop's lo is where to look first, if every pair before it is older
+        lo = self.lo
+        if not (0 <= lo <= hi and (lo == 0 or data[2 * lo - 2] < start)):
+            lo = 0
+        return base, data, _first_at(data, start, lo, hi), hi
 
     def stats(self, now: float, since: float = 0.0) -> WindowStats:
         """The window's statistics (from the event loop: drops what is too old)."""
         base, data, lo, hi = self._prune(now)
-        return _stats(data, max(now - self.length, since) - base, lo, hi)
+        if since > now - self.length:
+            lo = _first_at(data, since - base, lo, hi)
+        return _stats(data, lo, hi)
 
     def current_stats(self, now: float) -> WindowStats:
         """The window's statistics without changing it: safe from another thread."""
         _, data, lo, hi = self._seen(now - self.length)
-        return _stats(data, -math.inf, lo, hi)
+        return _stats(data, lo, hi)
 
 
 _NAN = math.nan
@@ -235,7 +241,13 @@ def _nan_pairs(count: int) -> array[float]:
 
 
 def _first_at(data: array[float], start: float, lo: int, hi: int) -> int:
-    """The first pair in ``lo..hi`` sent at or after offset ``start`` (binary search)."""
+    """The first pair in ``lo..hi`` sent at or after offset ``start``: ``lo`` or the next
+    one, as a window moves a probe at a time (a binary search otherwise)."""
+    if lo == hi or not data[2 * lo] < start:
+        return lo
+    lo += 1
+    if lo == hi or not data[2 * lo] < start:
+        return lo
     while lo < hi:
         mid = (lo + hi) // 2
         if data[2 * mid] < start:
@@ -271,8 +283,8 @@ def _pairs(data: array[float], first: int, hi: int, base: float) -> list[Sample]
             for i in range(2 * first, 2 * hi, 2)]
 
 
-def _stats(data: array[float], start: float, lo: int, hi: int) -> WindowStats:
-    replies = data[2 * _first_at(data, start, lo, hi) + 1:2 * hi:2]
+def _stats(data: array[float], first: int, hi: int) -> WindowStats:
+    replies = data[2 * first + 1:2 * hi:2]
     # NaN (a lost probe) makes the sum NaN: only then is there anything to filter
     total = sum(replies)
     if total == total:

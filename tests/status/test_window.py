@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from monitor.status.window import (
     SiteWindow,
+    _first_at,
     _written,
     jitter,
     mos_from_r,
@@ -249,3 +250,34 @@ def test_another_thread_finds_the_written_pairs_whatever_hi_it_read() -> None:
     _, data = window.state
     for hint in range(-1, len(data) // 2 + 3):
         assert _written(data, hint) == window.hi, hint
+
+
+@given(st.lists(st.floats(-1000.0, 1000.0), max_size=40), st.floats(-1100.0, 1100.0),
+       st.integers(0, 40))
+def test_the_first_pair_from_any_place_at_or_before_it(offsets: list[float], start: float,
+                                                        lo: int) -> None:
+    """``_first_at`` looks at ``lo`` and the next pair before it searches: the same answer
+    as a search of the whole range, from any ``lo`` at or before that answer."""
+    from array import array
+    from bisect import bisect_left
+
+    ordered = sorted(offsets)
+    data = array("f", [v for offset in ordered for v in (offset, 0.0)])
+    as_stored = data[::2].tolist()
+    want = bisect_left(as_stored, start)
+    lo = min(lo, want)
+    assert _first_at(data, start, lo, len(ordered)) == want
+
+
+def test_another_thread_starts_from_the_loop_s_lo_only_when_it_fits_the_array() -> None:
+    """``_seen`` starts looking at the loop's ``lo``; a ``lo`` that belongs to another
+    array (read across a move) or lies past the pairs is not trusted."""
+    window = SiteWindow(10.0, max_samples=12)
+    for i in range(30):
+        window.add(1_795_000_000.0 + i, 4e-6)
+    now = 1_795_000_000.0 + 29.5
+    want = [rtt for _, rtt in window.samples(now)]
+    for lo in (-5, 0, 1, window.lo, window.hi, window.hi + 3, 11, 40):
+        window.lo = lo
+        _, data, first, hi = window._seen(now - window.length)
+        assert data[2 * first + 1:2 * hi:2].tolist() == pytest.approx(want), lo
