@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from monitor.inventory.thresholds import THRESHOLD_NAMES
 from monitor.metrics.labels import site_info
 from monitor.metrics.text import header
-from monitor.status.health import Status
+from monitor.status.health import Status, window_stats
 from monitor.status.sites import RTT_BUCKETS
 from monitor.status.window import WindowStats
 
@@ -256,8 +256,8 @@ def render_site_chunks(table: SiteTable, health: HealthTracker, texts: dict[str,
         found = texts.get(site_id)
         if found is None:  # a site a reload added while this page was being written
             continue
-        rows.append((found, state, state.window.current_stats(now), health.sites.get(site_id),
-                     site_id in full))
+        h = health.sites.get(site_id)
+        rows.append((found, state, window_stats(state, h, now), h, site_id in full))
     for name, kind, text in FAMILIES:
         write = _WRITERS[name]
         yield header(name, kind, text)

@@ -31,7 +31,7 @@ from monitor.mqtt.messages import (
     state_payload,
 )
 from monitor.mqtt.queue import QUEUED_KINDS, Kind, OutboundQueue, Outgoing
-from monitor.status.health import StateChange, Status
+from monitor.status.health import StateChange, Status, window_stats
 from monitor.status.paths import path_record, verdict
 from monitor.status.records import shared_causes
 from monitor.status.source import Source
@@ -385,14 +385,16 @@ class MqttPublisher:
             # after a stall, the next period starts now instead of bursting to catch up
             due = max(due + every, loop.time())
             now = time.time()
+            health = self._source.health
             for i, state in enumerate(list(self._source.table)):
                 if i % SLICE == SLICE - 1:
                     await asyncio.sleep(0)
                 site = state.site
+                stats = window_stats(state, health.sites.get(site.id), now)
                 self._queue.put(Outgoing(
                     "measurement", self.topics.measurements(site.id),
-                    measurement_payload(site, state.window.stats(now), now,
-                                        self._source.health.streams.of_site(site.id)), qos=0))
+                    measurement_payload(site, stats, now, health.streams.of_site(site.id)),
+                    qos=0))
             self._wake.set()
 
 

@@ -22,7 +22,11 @@ from monitor.status.paths import PathBook
 from monitor.status.services import ServiceTable, describe_failing
 from monitor.status.sites import SiteState, SiteTable
 from monitor.status.streams import DIRECTIONS, StreamTable, StreamWindowStats
-from monitor.status.window import WindowStats
+from monitor.status.window import WindowStats, packed_at, unpacked
+
+# How old (s) a judging's statistics may be for the pages to show them (``window_stats``):
+# with the default ``evaluate_every`` of 5 s every site is judged within it.
+REUSE_WITHIN = 6.0
 
 
 class Status(StrEnum):
@@ -113,8 +117,9 @@ class SiteHealth:
     """One site's health and the counters its hysteresis needs."""
 
     __slots__ = ("ancestors", "bad_streak", "changes", "clean_since", "degraded",
-                 "degraded_reason", "down_since", "exceeded", "good_streak", "hold", "limits",
-                 "own_down", "reason", "since", "site", "status", "unreachable_behind")
+                 "degraded_reason", "down_since", "exceeded", "good_streak", "hold", "judged",
+                 "limits", "own_down", "reason", "since", "site", "status",
+                 "unreachable_behind")
 
     def __init__(self, site: Site, limits: Thresholds, ancestors: tuple[str, ...],
                  now: float, hold: float = 0.0) -> None:
@@ -137,6 +142,8 @@ class SiteHealth:
         # the site "degraded" once it answers again.
         self.clean_since = 0.0
         self.unreachable_behind = 0
+        # the whole window's statistics as the last judging took them (``window_stats``)
+        self.judged: bytes | None = None
 
     def judge(self, stats: WindowStats, health: HealthSettings,
               streams: Sequence[StreamWindowStats] = ()) -> None:
@@ -168,6 +175,21 @@ class SiteHealth:
             self.degraded = True
         elif self.degraded and self.good_streak >= health.leave_after:
             self.degraded = False
+
+
+def window_stats(state: SiteState, h: SiteHealth | None, now: float) -> WindowStats:
+    """The statistics of the site's window that /metrics, the API and MQTT show: those
+    its last threshold judging took, if they cover the whole window and are at most
+    ``REUSE_WITHIN`` s old and the site is not down, else computed now.
+
+    The judging computes them for every site once per ``evaluate_every`` anyway; at
+    20,000 sites computing them again took 0.24 s of each 0.37 s render of /metrics.
+    Safe from another thread: ``judged`` is bytes, replaced whole.
+    """
+    judged = h.judged if h is not None and not h.own_down else None
+    if judged is not None and -1.0 <= now - packed_at(judged) <= REUSE_WITHIN:
+        return unpacked(judged)
+    return state.window.current_stats(now)
 
 
 class HealthTracker:
@@ -262,8 +284,12 @@ class HealthTracker:
                     continue
                 self._track_down(h, state, now)
                 if site_id in judge and not h.own_down and state.up is not None:
-                    h.judge(state.window.stats(now, since=h.clean_since), health,
-                            self._stream_windows(site_id, now, h.clean_since))
+                    stats = state.window.stats(now, since=h.clean_since)
+                    h.judge(stats, health, self._stream_windows(site_id, now, h.clean_since))
+                    # kept for the pages when they are the whole window's (no outage
+                    # in it to leave out)
+                    h.judged = (stats.packed(now) if h.clean_since <= now - state.window.length
+                                else None)
             yield []
         moment = datetime.fromtimestamp(now, UTC)
         in_maintenance = self._maintenance(moment)

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.inventory import Config
 from monitor.inventory.reports import DEFAULT_TIMES
-from monitor.status.health import HealthTracker, SiteHealth, Status
+from monitor.status.health import HealthTracker, SiteHealth, Status, window_stats
 from monitor.status.paths import SharedCause, path_record, verdict
 from monitor.status.sites import SiteState, SiteTable
 from monitor.status.streams import StreamState, stream_document
@@ -31,9 +31,9 @@ def iso(timestamp: float | None, zone: ZoneInfo) -> str | None:
     return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="seconds")
 
 
-def _window(state: SiteState, now: float) -> dict[str, Any]:
-    # ``current_stats`` works on a C-level copy, safe from the worker thread this runs in.
-    s = state.window.current_stats(now)
+def _window(state: SiteState, h: SiteHealth | None, now: float) -> dict[str, Any]:
+    # safe from the worker thread this runs in (``window_stats``)
+    s = window_stats(state, h, now)
     return {"seconds": state.window.length, "sent": s.sent, "received": s.received,
             "loss_ratio": s.loss_ratio, "rtt_min": s.rtt_min, "rtt_avg": s.rtt_avg,
             "rtt_max": s.rtt_max, "rtt_median": s.rtt_median, "rtt_p95": s.rtt_p95,
@@ -83,7 +83,7 @@ def site_record(state: SiteState, h: SiteHealth | None, config: Config,
         "consecutive_lost": state.consecutive_lost,
         "last_probe_at": iso(state.last_result_at, zone),
         "counters": {"sent": state.sent, "received": state.received},
-        "window": _window(state, now),
+        "window": _window(state, h, now),
         "path": path_record(path, cause, zone),
         "diagnosis": verdict(path, cause, zone),
         "streams": [_stream(stream, now, zone)

@@ -121,6 +121,24 @@ def test_counters_and_window_stats(scraped: tuple[Scrape, Source]) -> None:
         1 + 0.035 * 91.95 + 7e-6 * 91.95 * 31.95 * 8.05)
 
 
+def test_window_statistics_are_the_judging_s_until_it_judges_again(
+        scraped: tuple[Scrape, Source]) -> None:
+    """The page shows the statistics the last judging took (at NOW, within
+    REUSE_WITHIN); the counters are live."""
+    registry, source = scraped
+    source.table.record(reply("tinh", NOW - 1, 0.500))
+    again = registry.again()
+    assert again.get_sample_value("vcmon_probe_packets_sent_total", LABELS) == 6
+    assert again.get_sample_value("vcmon_site_window_packets", LABELS) == 4
+    assert again.get_sample_value("vcmon_site_rtt_seconds",
+                                  {**LABELS, "stat": "max"}) == pytest.approx(0.030)
+    source.health.update(source.table, NOW, evaluate=True)
+    judged = registry.again()
+    assert judged.get_sample_value("vcmon_site_window_packets", LABELS) == 5
+    assert judged.get_sample_value("vcmon_site_rtt_seconds",
+                                   {**LABELS, "stat": "max"}) == pytest.approx(0.500)
+
+
 def test_histogram_buckets(scraped: tuple[Scrape, Source]) -> None:
     registry, _ = scraped
     value = registry.get_sample_value

@@ -8,9 +8,9 @@ import pytest
 
 from monitor.inventory import ConfigError, parse_config
 from monitor.inventory.thresholds import HealthSettings, Thresholds
-from monitor.status.health import HealthTracker, Status, exceeded
+from monitor.status.health import REUSE_WITHIN, HealthTracker, Status, exceeded, window_stats
 from monitor.status.sites import SiteTable
-from monitor.status.window import summarize
+from monitor.status.window import packed_at, summarize, unpacked
 from probes import Outcome, ProbeResult
 
 T0 = 1_774_569_600.0  # 2026-03-27 00:00 UTC = 07:00 in Hà Nội
@@ -316,3 +316,54 @@ def test_a_health_tick_makes_no_object_per_site_for_the_cyclic_collector() -> No
         if was_enabled:
             gc.enable()
     assert max(made) < sites / 10, made
+
+
+def test_the_pages_show_the_statistics_the_judging_took_while_they_are_fresh() -> None:
+    """/metrics, the API and MQTT reuse the whole window's statistics the last judging
+    took, for at most REUSE_WITHIN s; then, or for a site not judged, they are taken anew."""
+    world = World()
+    for _ in range(10):  # ten seconds of 10 ms; judged at the fifth and tenth
+        world.second()
+    judged_at = world.now
+    h, state = world.tracker.sites["huyen"], world.table.sites["huyen"]
+    assert h.judged is not None
+    # every field as the window gave it at the judging
+    assert unpacked(h.judged) == state.window.current_stats(judged_at)
+    world.second({"huyen": 0.500})  # a slow reply since, not judged yet (the 11th second)
+    reused = window_stats(state, h, world.now)
+    assert (reused.sent, reused.rtt_max) == (10, pytest.approx(0.010))
+    assert reused == unpacked(h.judged)
+    late = judged_at + REUSE_WITHIN + 0.5
+    fresh = window_stats(state, h, late)
+    assert (fresh.sent, fresh.rtt_max) == (11, pytest.approx(0.500))
+    assert window_stats(state, None, world.now).sent == 11  # no health: taken anew
+
+
+def test_after_an_outage_and_while_down_the_pages_take_the_window_anew() -> None:
+    """The judging leaves an outage's losses out of its statistics (clean_since); the
+    pages show the whole window, those losses included."""
+    world = World()
+    for _ in range(10):
+        world.second()
+    for _ in range(4):
+        world.second({"xa-a": None})
+    h, state = world.tracker.sites["xa-a"], world.table.sites["xa-a"]
+    assert h.own_down and h.judged is not None  # judged before the outage, not since
+    assert window_stats(state, h, world.now).received == 10
+    assert window_stats(state, h, world.now).sent == 14
+    for _ in range(6):  # back, and judged again since
+        world.second()
+    assert not h.own_down
+    assert h.judged is None  # the judging's statistics left the outage out
+    shown = window_stats(state, h, world.now)
+    assert (shown.sent, shown.received) == (20, 16)
+
+
+@pytest.mark.parametrize("samples", [
+    [], [(0.0, None), (1.0, None)], [(0.0, 0.010)], [(0.0, 0.010), (1.0, None), (2.0, 0.030)]])
+def test_packed_statistics_come_back_as_they_were(
+        samples: list[tuple[float, float | None]]) -> None:
+    stats = summarize(samples)
+    packed = stats.packed(T0)
+    assert unpacked(packed) == stats and packed_at(packed) == T0
+    assert not gc.is_tracked(packed)
