@@ -47,12 +47,14 @@ except ImportError:  # a platform without its wheel: zlib does the same, slower
 # (page tables, copy-on-write) every time, more than the work. Above it a forked child
 # keeps the work's hundreds of milliseconds off the probe loop's GIL.
 CHILD_ABOVE_SITES = 1000
-# A child yields the CPU to the probe loop when the two meet on one core (nice 10: about
-# a tenth of the core's time against the loop's nine). With a core to itself it runs
-# as fast as ever; without one it renders slower, where at the loop's own priority it
-# took the loop's time (measured at 20,000 sites with a second process keeping one
-# core busy: 39,000-59,000 skipped probe cycles and 14-32 % of the replies lost a minute).
-CHILD_NICE = 10
+# A child yields the CPU to the probe loop when the two meet on one core (nice 5: about
+# a quarter of the core's time against the loop's three quarters). With a core to itself
+# it runs as fast as ever; without one it renders slower, where at the loop's own
+# priority it took the loop's time (measured at 20,000 sites with a second process
+# keeping one core busy: 39,000-59,000 skipped probe cycles and 14-32 % of the replies
+# lost a minute). At nice 5: none skipped, every reply, lag p99 <= 10 ms, the gzipped
+# page 0.44-0.45 s (p50, two rounds); at nice 10 the same but 0.48-0.56 s.
+CHILD_NICE = 5
 # Far above a 20,000-site render (~1 s): a child that takes this long is stuck.
 TIMEOUT = 60.0
 # the pipe's buffer, and the pieces read from it (bytes)

@@ -54,7 +54,10 @@ How the columns are measured:
 - ``CPU s/1k``: CPU seconds per 1,000 resolved probes; ``xfping``: over fping's;
   ``CPU %``: of one core; ``RSS MiB``: peak resident set (``VmHWM``) at the end of the
   window (vcmon's includes loading the inventory; its reloads come after).
-- ``rate %``: resolved probes over N x window; ``recv %``: replies over resolved probes.
+- ``rate %``: resolved probes over N x window; ``recv %``: replies over probes sent
+  (vcmon: ``vcmon_scheduler_sends_total``, so a probe sent but not yet resolved when the
+  last page was taken counts as not received; the ``resolved`` beside ``received`` in
+  its detail line tells the two apart).
 - ``RTT med`` / ``RTT p99``: fping: of every reply. vcmon: the median of the per-site
   medians it exports (``vcmon_site_rtt_seconds{stat="median"}``, over its window), and
   p99 from the window's increase of the ``vcmon_probe_rtt_seconds`` histogram of the
