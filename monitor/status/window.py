@@ -16,7 +16,7 @@ from itertools import filterfalse, islice
 
 from probes.emodel import mos_from_r, r_factor
 
-__all__ = ["SiteWindow", "WindowStats", "jitter", "mos_from_r", "packed_at", "percentile",
+__all__ = ["SiteWindow", "WindowStats", "jitter", "mos_from_r", "packed_until", "percentile",
            "r_factor", "summarize", "summarize_rtts", "unpacked"]
 
 # (sent_at, rtt or None for a probe that got no reply), as the window keeps them
@@ -40,26 +40,26 @@ class WindowStats:
     r_factor: float | None
     mos: float | None
 
-    def packed(self, at: float) -> bytes:
-        """The statistics and when they were taken (``at``) as 104 bytes, None as NaN
-        (137 in all, where the object and its floats take ~350; ``unpacked`` undoes it).
-        Bytes: not an object the cyclic collector tracks, and never changed in place."""
+    def packed(self, until: float) -> bytes:
+        """The statistics and until when they may be shown (``until``) as 104 bytes, None
+        as NaN (137 in all, where the object and its floats take ~350; ``unpacked`` undoes
+        it). Bytes: not an object the cyclic collector tracks, never changed in place."""
         return _PACKED.pack(self.sent, self.received, *[
             _NAN if value is None else value
             for value in (self.loss_ratio, self.rtt_min, self.rtt_avg, self.rtt_max,
                           self.rtt_median, self.rtt_p95, self.rtt_stddev, self.jitter,
-                          self.r_factor, self.mos)], at)
+                          self.r_factor, self.mos)], until)
 
 
-# sent, received, the ten statistics and the time they were taken
+# sent, received, the ten statistics and until when they may be shown
 _PACKED = struct.Struct("=2q11d")
-_AT = struct.Struct("=d")
+_UNTIL = struct.Struct("=d")
 
 
-def packed_at(packed: bytes) -> float:
-    """When the statistics of ``WindowStats.packed`` were taken."""
-    at: float = _AT.unpack_from(packed, _PACKED.size - _AT.size)[0]
-    return at
+def packed_until(packed: bytes) -> float:
+    """Until when the statistics of ``WindowStats.packed`` may be shown."""
+    until: float = _UNTIL.unpack_from(packed, _PACKED.size - _UNTIL.size)[0]
+    return until
 
 
 def unpacked(packed: bytes) -> WindowStats:
@@ -236,6 +236,14 @@ class SiteWindow:
         if since > now - self.length:
             lo = _first_at(data, since - base, lo, hi)
         return _stats(data, lo, hi)
+
+    def oldest(self) -> float | None:
+        """When the oldest sample still in the window was sent (from the event loop, as
+        of the last ``add`` or ``stats``), or None while it holds none."""
+        base, data = self.state
+        if self.hi <= self.lo:
+            return None
+        return base + data[2 * self.lo]
 
     def current_stats(self, now: float) -> WindowStats:
         """The window's statistics without changing it: safe from another thread."""

@@ -53,7 +53,7 @@ CHILD_ABOVE_SITES = 1000
 # priority it took the loop's time (measured at 20,000 sites with a second process
 # keeping one core busy: 39,000-59,000 skipped probe cycles and 14-32 % of the replies
 # lost a minute). At nice 5: none skipped, every reply, lag p99 <= 10 ms, the gzipped
-# page 0.44-0.45 s (p50, two rounds); at nice 10 the same but 0.48-0.56 s.
+# page 0.44-0.57 s (p50, three rounds); at nice 10 the same but 0.48-0.69 s (three).
 CHILD_NICE = 5
 # Far above a 20,000-site render (~1 s): a child that takes this long is stuck.
 TIMEOUT = 60.0

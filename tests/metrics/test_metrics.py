@@ -121,22 +121,27 @@ def test_counters_and_window_stats(scraped: tuple[Scrape, Source]) -> None:
         1 + 0.035 * 91.95 + 7e-6 * 91.95 * 31.95 * 8.05)
 
 
-def test_window_statistics_are_the_judging_s_until_it_judges_again(
-        scraped: tuple[Scrape, Source]) -> None:
-    """The page shows the statistics the last judging took (at NOW, within
-    REUSE_WITHIN); the counters are live."""
-    registry, source = scraped
-    source.table.record(reply("tinh", NOW - 1, 0.500))
-    again = registry.again()
-    assert again.get_sample_value("vcmon_probe_packets_sent_total", LABELS) == 6
-    assert again.get_sample_value("vcmon_site_window_packets", LABELS) == 4
-    assert again.get_sample_value("vcmon_site_rtt_seconds",
-                                  {**LABELS, "stat": "max"}) == pytest.approx(0.030)
+def test_window_statistics_are_the_judging_s_until_it_judges_again() -> None:
+    """Once a site's window is whole, the page shows the statistics the last judging
+    took (within REUSE_WITHIN); the counters are live."""
+    source = Source()
+    for k in range(60):  # one reply a second over the whole 60 s window
+        source.table.record(reply("tinh", NOW - 60 + k, 0.010))
     source.health.update(source.table, NOW, evaluate=True)
-    judged = registry.again()
-    assert judged.get_sample_value("vcmon_site_window_packets", LABELS) == 5
-    assert judged.get_sample_value("vcmon_site_rtt_seconds",
-                                   {**LABELS, "stat": "max"}) == pytest.approx(0.500)
+    registry = CollectorRegistry()
+    registry.register(DaemonCollector(source))
+    judged = Scrape(source, registry)
+    assert judged.get_sample_value("vcmon_site_window_packets", LABELS) == 60
+    source.table.record(reply("tinh", NOW, 0.500))
+    again = judged.again()
+    assert again.get_sample_value("vcmon_probe_packets_sent_total", LABELS) == 61
+    assert again.get_sample_value("vcmon_site_window_packets", LABELS) == 60
+    assert again.get_sample_value("vcmon_site_rtt_seconds",
+                                  {**LABELS, "stat": "max"}) == pytest.approx(0.010)
+    source.health.update(source.table, NOW + 1, evaluate=True)
+    anew = judged.again()
+    assert anew.get_sample_value("vcmon_site_rtt_seconds",
+                                 {**LABELS, "stat": "max"}) == pytest.approx(0.500)
 
 
 def test_histogram_buckets(scraped: tuple[Scrape, Source]) -> None:

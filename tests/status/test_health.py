@@ -8,9 +8,16 @@ import pytest
 
 from monitor.inventory import ConfigError, parse_config
 from monitor.inventory.thresholds import HealthSettings, Thresholds
-from monitor.status.health import REUSE_WITHIN, HealthTracker, Status, exceeded, window_stats
+from monitor.status.health import (
+    REUSE_SHARE,
+    REUSE_WITHIN,
+    HealthTracker,
+    Status,
+    exceeded,
+    window_stats,
+)
 from monitor.status.sites import SiteTable
-from monitor.status.window import packed_at, summarize, unpacked
+from monitor.status.window import packed_until, summarize, unpacked
 from probes import Outcome, ProbeResult
 
 T0 = 1_774_569_600.0  # 2026-03-27 00:00 UTC = 07:00 in Hà Nội
@@ -322,41 +329,73 @@ def test_the_pages_show_the_statistics_the_judging_took_while_they_are_fresh() -
     """/metrics, the API and MQTT reuse the whole window's statistics the last judging
     took, for at most REUSE_WITHIN s; then, or for a site not judged, they are taken anew."""
     world = World()
-    for _ in range(10):  # ten seconds of 10 ms; judged at the fifth and tenth
+    for _ in range(65):  # a whole 60 s window of 10 ms; judged every fifth second
         world.second()
     judged_at = world.now
     h, state = world.tracker.sites["huyen"], world.table.sites["huyen"]
     assert h.judged is not None
     # every field as the window gave it at the judging
     assert unpacked(h.judged) == state.window.current_stats(judged_at)
-    world.second({"huyen": 0.500})  # a slow reply since, not judged yet (the 11th second)
+    assert unpacked(h.judged).sent == 60
+    world.second({"huyen": 0.500})  # a slow reply since, not judged yet (the 66th second)
     reused = window_stats(state, h, world.now)
-    assert (reused.sent, reused.rtt_max) == (10, pytest.approx(0.010))
+    assert (reused.sent, reused.rtt_max) == (60, pytest.approx(0.010))
     assert reused == unpacked(h.judged)
     late = judged_at + REUSE_WITHIN + 0.5
     fresh = window_stats(state, h, late)
+    assert fresh == state.window.current_stats(late)
+    assert fresh.rtt_max == pytest.approx(0.500)
+    assert window_stats(state, None, world.now).rtt_max == pytest.approx(0.500)  # no health
+
+
+def test_while_the_window_fills_the_pages_show_statistics_a_tenth_of_its_span_old() -> None:
+    """In a window's first minute a few seconds are much of it: 10 s into it, the
+    judging's statistics are shown for 1 s (REUSE_SHARE of the 10 s covered)."""
+    world = World()
+    for _ in range(10):  # judged at the tenth second, samples T0 .. T0 + 9
+        world.second()
+    judged_at = world.now
+    h, state = world.tracker.sites["huyen"], world.table.sites["huyen"]
+    assert h.judged is not None and packed_until(h.judged) == judged_at + 1.0
+    world.second({"huyen": 0.500})
+    assert window_stats(state, h, judged_at + 0.5).rtt_max == pytest.approx(0.010)
+    fresh = window_stats(state, h, judged_at + 1.5)
     assert (fresh.sent, fresh.rtt_max) == (11, pytest.approx(0.500))
-    assert window_stats(state, None, world.now).sent == 11  # no health: taken anew
+
+
+def test_a_short_window_shows_statistics_a_tenth_of_it_old_at_most() -> None:
+    """REUSE_SHARE: of a 20 s window, statistics at most 2 s old (not REUSE_WITHIN's 6)."""
+    world = World(TREE.replace("window: 60s", "window: 20s"))
+    for _ in range(25):
+        world.second()
+    h, state = world.tracker.sites["huyen"], world.table.sites["huyen"]
+    assert h.judged is not None and REUSE_SHARE * state.window.length == 2.0
+    world.second({"huyen": 0.500})
+    assert window_stats(state, h, world.now).rtt_max == pytest.approx(0.010)  # 1 s old
+    world.second()
+    world.second()
+    assert window_stats(state, h, world.now).rtt_max == pytest.approx(0.500)  # 3 s old
 
 
 def test_after_an_outage_and_while_down_the_pages_take_the_window_anew() -> None:
     """The judging leaves an outage's losses out of its statistics (clean_since); the
     pages show the whole window, those losses included."""
     world = World()
-    for _ in range(10):
+    for _ in range(65):
         world.second()
     for _ in range(4):
         world.second({"xa-a": None})
     h, state = world.tracker.sites["xa-a"], world.table.sites["xa-a"]
     assert h.own_down and h.judged is not None  # judged before the outage, not since
-    assert window_stats(state, h, world.now).received == 10
-    assert window_stats(state, h, world.now).sent == 14
+    while_down = window_stats(state, h, world.now)
+    assert while_down == state.window.current_stats(world.now)
+    assert (while_down.sent, while_down.received) == (60, 56)
     for _ in range(6):  # back, and judged again since
         world.second()
     assert not h.own_down
     assert h.judged is None  # the judging's statistics left the outage out
     shown = window_stats(state, h, world.now)
-    assert (shown.sent, shown.received) == (20, 16)
+    assert (shown.sent, shown.received) == (60, 56)
 
 
 @pytest.mark.parametrize("samples", [
@@ -365,5 +404,5 @@ def test_packed_statistics_come_back_as_they_were(
         samples: list[tuple[float, float | None]]) -> None:
     stats = summarize(samples)
     packed = stats.packed(T0)
-    assert unpacked(packed) == stats and packed_at(packed) == T0
+    assert unpacked(packed) == stats and packed_until(packed) == T0
     assert not gc.is_tracked(packed)
