@@ -145,7 +145,8 @@ class SiteHealth:
         # the site "degraded" once it answers again.
         self.clean_since = 0.0
         self.unreachable_behind = 0
-        # the whole window's statistics as the last judging took them (``window_stats``)
+        # the whole window's statistics as the last judging took them, None from going
+        # down until the next judging (``window_stats``)
         self.judged: bytes | None = None
 
     def judge(self, stats: WindowStats, health: HealthSettings,
@@ -194,15 +195,15 @@ def _shown_until(state: SiteState, h: SiteHealth, now: float) -> float | None:
 
 def window_stats(state: SiteState, h: SiteHealth | None, now: float) -> WindowStats:
     """The statistics of the site's window that /metrics, the API and MQTT show: those
-    its last threshold judging took, while ``_shown_until`` allows and the site is not
-    down; else computed now. The counters beside them are always live.
+    its last threshold judging took, while ``_shown_until`` allows (none from going down
+    to the next judging); else computed now. The counters beside them are always live.
 
     The judging computes them for every site once per ``evaluate_every`` anyway; at
     20,000 sites taking them again made a gzipped /metrics read 0.40 s where it is now
     0.33 s (p50 in the daemon's first minute, benchmarked with a core free).
     Safe from another thread: ``judged`` is bytes, replaced whole.
     """
-    judged = h.judged if h is not None and not h.own_down else None
+    judged = h.judged if h is not None else None
     if judged is not None:
         until = packed_until(judged)
         # (a clock stepped back by more than a few seconds: taken anew)
@@ -369,6 +370,7 @@ class HealthTracker:
         if not h.own_down and state.up is False:
             h.own_down = True
             h.down_since = now
+            h.judged = None  # the outage is the window's news: the pages take it anew
             h.degraded, h.bad_streak, h.good_streak, h.exceeded = False, 0, 0, ()
             h.degraded_reason = ""
         elif h.own_down and state.consecutive_received >= self.settings.recover_after:

@@ -386,7 +386,7 @@ def test_after_an_outage_and_while_down_the_pages_take_the_window_anew() -> None
     for _ in range(4):
         world.second({"xa-a": None})
     h, state = world.tracker.sites["xa-a"], world.table.sites["xa-a"]
-    assert h.own_down and h.judged is not None  # judged before the outage, not since
+    assert h.own_down and h.judged is None  # the judging's statistics dropped on going down
     while_down = window_stats(state, h, world.now)
     assert while_down == state.window.current_stats(world.now)
     assert (while_down.sent, while_down.received) == (60, 56)
@@ -396,6 +396,23 @@ def test_after_an_outage_and_while_down_the_pages_take_the_window_anew() -> None
     assert h.judged is None  # the judging's statistics left the outage out
     shown = window_stats(state, h, world.now)
     assert (shown.sent, shown.received) == (60, 56)
+
+
+def test_an_outage_between_two_judgings_shows_as_soon_as_it_is_over() -> None:
+    """Down at the 64th second, back at the 66th, judged next at the 70th: the pages show
+    the three lost probes from the moment the site goes down, not the 61st second's
+    judging of a clean window."""
+    world = World()
+    for _ in range(61):
+        world.second()
+    h, state = world.tracker.sites["xa-a"], world.table.sites["xa-a"]
+    assert h.judged is not None
+    for lost in (True, True, True, False, False):
+        world.second({"xa-a": None} if lost else None)
+    assert not h.own_down and h.judged is None
+    shown = window_stats(state, h, world.now)
+    assert shown == state.window.current_stats(world.now)
+    assert (shown.sent, shown.received) == (60, 57)
 
 
 @pytest.mark.parametrize("samples", [
